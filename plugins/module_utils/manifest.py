@@ -1,0 +1,149 @@
+"""The attestation manifest: one JSON record that every pipeline stage reads and extends.
+
+Plain Python (3.9+), no Ansible imports. Layout (schema_version 1):
+
+    {
+      "schema_version": 1,
+      "image":        {"name", "version", "architecture", "disk", "disk_sha256", "uki", "uki_sha256",
+                       "description_digest", "kiwi_version", "packages": [...], "root_hash"},
+      "measurements": {"HashAlgorithm": "SHA384", "PCR4", "PCR7", "PCR12", "engines": [...], "boot_mode"},
+      "snapshot":     {"snapshot_id", "region", "image_sha256", "volume_size"},
+      "amis":         {"<region>": "ami-..."},
+      "kms":          [{"key_id", "key_arn", "region", "statement_id", "image"}]
+    }
+
+Every section is optional; a stage replaces the sections it owns and leaves the others as they are.
+"""
+
+import copy
+import json
+import os
+import re
+import tempfile
+
+SCHEMA_VERSION = 1
+
+SECTION_TYPES = {
+    "image": dict,
+    "measurements": dict,
+    "snapshot": dict,
+    "amis": dict,
+    "kms": list,
+}
+
+_HEX96 = re.compile(r"^[0-9a-f]{96}$")
+_PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+
+
+class ManifestError(ValueError):
+    """The manifest, or a section given for it, is not what the schema expects."""
+
+
+def validate_measurements(measurements, where="measurements"):
+    """Check a measurements dict in nitro-tpm-pcr-compute's format (extra keys such as engines allowed)."""
+    if not isinstance(measurements, dict):
+        raise ManifestError("%s must be a dict like {'HashAlgorithm': 'SHA384', 'PCR4': '<96 hex>', ...}, got %s"
+                            % (where, type(measurements).__name__))
+    algo = measurements.get("HashAlgorithm")
+    if algo != "SHA384":
+        raise ManifestError("%s.HashAlgorithm must be 'SHA384', got %r" % (where, algo))
+    pcrs = [k for k in measurements if _PCR_KEY.match(k)]
+    if not pcrs:
+        raise ManifestError("%s holds no PCR values (expected keys such as PCR4, PCR7, PCR12)" % where)
+    for key in pcrs:
+        value = measurements[key]
+        if not isinstance(value, str) or not _HEX96.match(value):
+            raise ManifestError("%s.%s must be 96 lowercase hex characters (a SHA-384 digest), got %r"
+                                % (where, key, value))
+    return measurements
+
+
+def validate(manifest, where="manifest"):
+    """Validate a whole manifest; returns it unchanged or raises ManifestError naming the field at fault."""
+    if not isinstance(manifest, dict):
+        raise ManifestError("%s must be a JSON object, got %s" % (where, type(manifest).__name__))
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError("%s.schema_version is %r; this collection reads version %d"
+                            % (where, version, SCHEMA_VERSION))
+    for name, value in manifest.items():
+        if name == "schema_version":
+            continue
+        validate_section(name, value, where)
+    return manifest
+
+
+def validate_section(name, value, where="manifest"):
+    expected = SECTION_TYPES.get(name)
+    if expected is None:
+        raise ManifestError("%s has an unknown section %r (known: %s)"
+                            % (where, name, ", ".join(sorted(SECTION_TYPES))))
+    if not isinstance(value, expected):
+        raise ManifestError("%s.%s must be a %s, got %s"
+                            % (where, name, "list" if expected is list else "dict", type(value).__name__))
+    if name == "measurements":
+        validate_measurements(value, "%s.measurements" % where)
+    elif name == "amis":
+        for region, ami in value.items():
+            if not isinstance(ami, str) or not _AMI_ID.match(ami):
+                raise ManifestError("%s.amis.%s must be an AMI id (ami-...), got %r" % (where, region, ami))
+    elif name == "kms":
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict) or not entry.get("key_id") or not entry.get("statement_id"):
+                raise ManifestError("%s.kms[%d] must be a dict with key_id and statement_id, got %r"
+                                    % (where, i, entry))
+
+
+def new():
+    return {"schema_version": SCHEMA_VERSION}
+
+
+def load(path):
+    """Read a manifest file; a missing file is an empty manifest."""
+    if not os.path.exists(path):
+        return new()
+    try:
+        with open(path, "r") as handle:
+            data = json.load(handle)
+    except ValueError as exc:
+        raise ManifestError("%s is not valid JSON: %s" % (path, exc))
+    return validate(data, where=path)
+
+
+def update(manifest, sections):
+    """Return a copy of manifest with the given top-level sections replaced (None removes a section)."""
+    result = copy.deepcopy(manifest)
+    for name, value in sections.items():
+        if value is None:
+            if name not in SECTION_TYPES:
+                raise ManifestError("unknown section %r (known: %s)" % (name, ", ".join(sorted(SECTION_TYPES))))
+            result.pop(name, None)
+            continue
+        validate_section(name, value, where="sections")
+        result[name] = copy.deepcopy(value)
+    return result
+
+
+def dumps(manifest):
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def write(path, manifest):
+    """Write atomically; returns True when the file content changed."""
+    text = dumps(validate(manifest, where=path))
+    if os.path.exists(path):
+        with open(path, "r") as handle:
+            if handle.read() == text:
+                return False
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True

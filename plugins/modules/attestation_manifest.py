@@ -1,0 +1,107 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: attestation_manifest
+short_description: Read and update the attestation manifest that travels through the pipeline
+version_added: 0.1.0
+description:
+  - Reads the attestation manifest (a versioned JSON record of an image, its reference measurements,
+    snapshot, AMIs and the KMS keys that trust it) and replaces the sections a pipeline stage owns.
+  - Sections not named in O(sections) are kept exactly as they are.
+  - Without O(sections) the module only reads; a missing file then reads as an empty manifest.
+author:
+  - attestable.ami maintainers
+options:
+  path:
+    description:
+      - Path of the manifest JSON file. Its directory must exist.
+    type: path
+    required: true
+  sections:
+    description:
+      - Top-level sections to replace, keyed by name (V(image), V(measurements), V(snapshot), V(amis), V(kms)).
+      - A section given as V(null) is removed.
+      - V(measurements) must hold V(HashAlgorithm=SHA384) and 96-hex PCR values; V(amis) maps regions to AMI ids;
+        V(kms) is a list of dicts with C(key_id) and C(statement_id).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+    details: The file is rewritten only when its content changes.
+"""
+
+EXAMPLES = r"""
+- name: Record the reference measurements in the manifest
+  attestable.ami.attestation_manifest:
+    path: artifacts/manifest.json
+    sections:
+      measurements: "{{ pcr.measurements | combine({'engines': pcr.engines, 'boot_mode': 'standard'}) }}"
+
+- name: Read the manifest
+  attestable.ami.attestation_manifest:
+    path: artifacts/manifest.json
+  register: manifest
+"""
+
+RETURN = r"""
+manifest:
+  description: The manifest after the update (or as read).
+  returned: always
+  type: dict
+  sample: {"schema_version": 1, "amis": {"eu-west-1": "ami-0123456789abcdef0"}}
+path:
+  description: The manifest file.
+  returned: always
+  type: str
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.attestable.ami.plugins.module_utils import manifest as manifest_lib
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            sections=dict(type="dict", default={}),
+        ),
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    try:
+        before = manifest_lib.load(path)
+        after = manifest_lib.update(before, module.params["sections"])
+        manifest_lib.validate(after, where=path)
+    except manifest_lib.ManifestError as exc:
+        module.fail_json(msg="attestation manifest: %s" % exc, path=path)
+
+    changed = bool(module.params["sections"]) and (after != before or not os.path.exists(path))
+    result = dict(changed=changed, manifest=after, path=path)
+    if module._diff:
+        result["diff"] = dict(before=manifest_lib.dumps(before), after=manifest_lib.dumps(after),
+                              before_header=path, after_header=path)
+    if changed and not module.check_mode:
+        try:
+            manifest_lib.write(path, after)
+        except (IOError, OSError) as exc:
+            module.fail_json(msg="attestation manifest: cannot write %s: %s" % (path, exc), path=path)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
