@@ -48,3 +48,10 @@ if packages:
     subprocess.call([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check"] + packages)
 PY
 fi
+
+# ansible finds this checkout as attestable.ami through ansible.cfg's collections_path.
+link=.build/collections/ansible_collections/attestable/ami
+if [ ! -L "$link" ]; then
+  mkdir -p "$(dirname "$link")"
+  ln -sfn "$root" "$link"
+fi

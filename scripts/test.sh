@@ -10,7 +10,8 @@ stage=${1:-all}
 
 collection_copy() {
   # ansible-test needs the tree under ansible_collections/<namespace>/<name>/ as a real directory.
-  local dest=.build/sanity/ansible_collections/attestable/ami
+  # Outside this checkout: inside it, ansible-test would ask git, which ignores .build, and find no files.
+  local dest="${TMPDIR:-/tmp}/attestable-ami-sanity/ansible_collections/attestable/ami"
   mkdir -p "$dest"
   rsync -a --delete --exclude .venv --exclude .venv39 --exclude .build --exclude .cache --exclude .git \
     --exclude .pytest_cache --exclude .hypothesis --exclude __pycache__ --exclude artifacts ./ "$dest/"

@@ -17,7 +17,9 @@ description:
   - Sections not named in O(sections) are kept exactly as they are.
   - Without O(sections) the module only reads; a missing file then reads as an empty manifest.
 author:
-  - attestable.ami maintainers
+  - Attestable AMI maintainers (@attestable)
+extends_documentation_fragment:
+  - attestable.ami.attributes
 options:
   path:
     description:
