@@ -11,7 +11,7 @@ stage=${1:-all}
 collection_copy() {
   # ansible-test needs the tree under ansible_collections/<namespace>/<name>/ as a real directory.
   # Outside this checkout: inside it, ansible-test would ask git, which ignores .build, and find no files.
-  local dest="${TMPDIR:-/tmp}/attestable-ami-sanity/ansible_collections/attestable/ami"
+  local dest; dest="$(mktemp -d "${TMPDIR:-/tmp}/attestable-ami-sanity.XXXXXX")/ansible_collections/attestable/ami"
   mkdir -p "$dest"
   rsync -a --delete --exclude .venv --exclude .venv39 --exclude .build --exclude .cache --exclude .git \
     --exclude .pytest_cache --exclude .hypothesis --exclude __pycache__ --exclude artifacts ./ "$dest/"
@@ -42,9 +42,11 @@ run_py39() {
 
 run_sanity() {
   echo "== ansible-test sanity"
-  local dest; dest=$(collection_copy)
+  local dest rc=0; dest=$(collection_copy)
   (cd "$dest" && ansible-test sanity --local --python "$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
-     --color no --skip-test shebang)
+     --color no --skip-test shebang) || rc=$?
+  rm -rf "${dest%/ansible_collections/attestable/ami}"
+  return "$rc"
 }
 
 run_lint() {
