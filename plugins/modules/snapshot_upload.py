@@ -1,0 +1,317 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: snapshot_upload
+short_description: Upload a raw disk image to a new EBS snapshot with the EBS direct APIs
+version_added: 0.1.0
+description:
+  - Uploads a raw disk image to a new EBS snapshot with the EBS direct APIs (StartSnapshot, PutSnapshotBlock,
+    CompleteSnapshot), like C(coldsnap) but without a Rust toolchain on the builder.
+  - The image is cut into 512 KiB blocks; blocks that are all zeros are skipped (a snapshot reads them back as
+    zeros), every other block is sent with its SHA-256 checksum by a bounded pool of O(workers), and the
+    snapshot is completed with the LINEAR aggregate checksum.
+  - Each block write is retried with exponential backoff and jitter on throttling, HTTP 5xx and connection
+    errors. When a block cannot be written, the incomplete snapshot is deleted and the module fails.
+  - The image is read once, as a stream; memory stays bounded (a queue of about two blocks per worker).
+    Without O(image_sha256) the image is hashed first (one more sequential read) to find an earlier upload.
+  - Idempotent. A completed snapshot is tagged C(attestable:image-sha256) with the image's SHA-256; a later run
+    with the same image and volume size reuses it and reports RV(ignore:changed=false).
+  - Runs on Python 3.9 with boto3 (AL2023 ships it as C(python3-boto3)), so it can run on the builder, where
+    the image is.
+author:
+  - Attestable AMI maintainers (@attestable)
+options:
+  src:
+    description:
+      - Path of the raw disk image (a regular file or a block device) on the host the module runs on.
+    type: path
+    required: true
+  image_sha256:
+    description:
+      - The image's SHA-256 as 64 hex characters, when already known (for example the manifest's
+        C(image.disk_sha256)). Saves hashing the image before looking for an earlier upload.
+      - The upload fails and keeps nothing when the image read does not match.
+    type: str
+  volume_size:
+    description:
+      - Size of the snapshot's volume in GiB.
+      - Defaults to the image size rounded up to whole GiB. Must be at least that.
+    type: int
+  description:
+    description:
+      - Description of the snapshot.
+    type: str
+  tags:
+    description:
+      - Tags for the snapshot. On an existing snapshot, missing or different tags are set; others are kept.
+    type: dict
+    aliases: ['resource_tags']
+  encrypted:
+    description:
+      - Encrypt the snapshot. Implied by O(kms_key_id).
+      - An existing unencrypted snapshot is not reused for an encrypted upload.
+    type: bool
+    default: false
+  kms_key_id:
+    description:
+      - ARN of the KMS key that encrypts the snapshot (default: the account's EBS default key).
+    type: str
+  workers:
+    description:
+      - Number of blocks written in parallel.
+    type: int
+    default: 8
+  wait:
+    description:
+      - Wait until the snapshot's state is C(completed) (EBS finishes a snapshot asynchronously).
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - How long to wait for the snapshot, in seconds.
+    type: int
+    default: 1800
+extends_documentation_fragment:
+  - attestable.ami.attributes
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+attributes:
+  check_mode:
+    support: full
+    details: Hashes the image and looks for an earlier upload; uploads nothing.
+  diff_mode:
+    support: partial
+    details: Shows the snapshot before and after (its id and image digest), not block contents.
+  idempotent:
+    support: full
+    details: A completed snapshot tagged with the same image SHA-256 and volume size is reused.
+notes:
+  - The caller needs C(ebs:StartSnapshot), C(ebs:PutSnapshotBlock), C(ebs:CompleteSnapshot),
+    C(ec2:DescribeSnapshots), C(ec2:CreateTags) and C(ec2:DeleteSnapshot) (for cleanup).
+"""
+
+EXAMPLES = r"""
+- name: Upload the built disk to an EBS snapshot
+  attestable.ami.snapshot_upload:
+    src: /var/tmp/image/kiwi-attestable.x86_64-1.0.0.raw
+    region: eu-west-1
+    description: attestable AL2023 image 1.0.0
+    tags:
+      Name: attestable-al2023-1.0.0
+    workers: 16
+  register: snapshot
+
+- name: Upload with a known digest (no hashing pass) to an encrypted snapshot
+  attestable.ami.snapshot_upload:
+    src: "{{ manifest.image.disk }}"
+    image_sha256: "{{ manifest.image.disk_sha256 }}"
+    encrypted: true
+    kms_key_id: arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab
+"""
+
+RETURN = r"""
+snapshot_id:
+  description: The snapshot holding the image (new, or the one reused).
+  returned: always, except in check mode when nothing matched
+  type: str
+  sample: snap-0123456789abcdef0
+volume_size:
+  description: The snapshot's volume size in GiB.
+  returned: always
+  type: int
+  sample: 2
+image_sha256:
+  description: SHA-256 of the image (hex).
+  returned: always
+  type: str
+blocks_total:
+  description: Number of 512 KiB blocks the image spans.
+  returned: always
+  type: int
+blocks_written:
+  description: Blocks written by this run (0 when an existing snapshot was reused).
+  returned: always
+  type: int
+blocks_skipped:
+  description: All-zero blocks this run did not send.
+  returned: always
+  type: int
+bytes_uploaded:
+  description: Bytes of block data sent by this run.
+  returned: always
+  type: int
+requests:
+  description: EBS direct API requests sent by this run, retries included.
+  returned: always
+  type: int
+retries:
+  description: Requests this run retried after throttling, 5xx or connection errors.
+  returned: always
+  type: int
+"""
+
+import re
+
+try:
+    import botocore.config
+    import botocore.exceptions
+except ImportError:
+    pass  # handled by AnsibleAWSModule
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+
+from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def find_snapshot(module, ec2, image_sha256, volume_size, encrypted, kms_key_id):
+    """The newest completed (or completing) snapshot of this image that fits the request, or None."""
+    try:
+        paginator = ec2.get_paginator("describe_snapshots")
+        snapshots = paginator.paginate(
+            OwnerIds=["self"],
+            Filters=[{"Name": "tag:%s" % ebs_upload.SHA256_TAG, "Values": [image_sha256]}],
+        ).build_full_result()["Snapshots"]
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        module.fail_json_aws(e, msg="Failed to look for an earlier upload of the image")
+    candidates = []
+    for snap in snapshots:
+        if snap.get("State") not in ("completed", "pending") or snap.get("VolumeSize") != volume_size:
+            continue
+        if encrypted and not snap.get("Encrypted"):
+            continue
+        if kms_key_id and snap.get("KmsKeyId") not in (None, kms_key_id):
+            continue
+        candidates.append(snap)
+    candidates.sort(key=lambda s: (s.get("State") == "completed", str(s.get("StartTime"))))
+    return candidates[-1] if candidates else None
+
+
+def tags_to_add(current, wanted):
+    return dict((k, v) for k, v in (wanted or {}).items() if current.get(k) != v)
+
+
+def wait_completed(module, ec2, snapshot_id):
+    delay = 5
+    try:
+        ec2.get_waiter("snapshot_completed").wait(
+            SnapshotIds=[snapshot_id],
+            WaiterConfig={"Delay": delay, "MaxAttempts": max(1, module.params["wait_timeout"] // delay)},
+        )
+    except botocore.exceptions.WaiterError as e:
+        module.fail_json(msg="Snapshot %s did not reach state 'completed' within %d seconds: %s"
+                         % (snapshot_id, module.params["wait_timeout"], e), snapshot_id=snapshot_id)
+
+
+def delete_snapshot_quietly(ec2, snapshot_id):
+    try:
+        ec2.delete_snapshot(SnapshotId=snapshot_id, aws_retry=True)
+    except is_boto3_error_code("InvalidSnapshot.NotFound"):
+        pass
+
+
+def upload(module, ec2, size, image_sha256, volume_size):
+    params = module.params
+    workers = params["workers"]
+    config = botocore.config.Config(retries={"total_max_attempts": 1}, max_pool_connections=workers + 2)
+    ebs = module.client("ebs", config=config)  # retries are per block, in ebs_upload
+    try:
+        figures = ebs_upload.upload_image(
+            ebs, params["src"], volume_size=volume_size, tags=params["tags"], description=params["description"],
+            encrypted=params["encrypted"], kms_key_id=params["kms_key_id"], workers=workers,
+            expected_sha256=image_sha256, delete_snapshot=lambda sid: delete_snapshot_quietly(ec2, sid))
+    except ebs_upload.UploadError as e:
+        module.fail_json(msg=str(e))
+    snapshot_id = figures["snapshot_id"]
+    try:
+        ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": ebs_upload.SHA256_TAG, "Value": image_sha256}],
+                        aws_retry=True)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        delete_snapshot_quietly(ec2, snapshot_id)
+        module.fail_json_aws(e, msg="Failed to tag snapshot %s with the image digest; it was deleted" % snapshot_id)
+    if params["wait"]:
+        wait_completed(module, ec2, snapshot_id)
+    return figures
+
+
+def main():
+    argument_spec = dict(
+        src=dict(type="path", required=True),
+        image_sha256=dict(type="str"),
+        volume_size=dict(type="int"),
+        description=dict(type="str"),
+        tags=dict(type="dict", aliases=["resource_tags"]),
+        encrypted=dict(type="bool", default=False),
+        kms_key_id=dict(type="str"),
+        workers=dict(type="int", default=8),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="int", default=1800),
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+
+    if params["workers"] < 1 or params["workers"] > 64:
+        module.fail_json(msg="workers: expected a number from 1 to 64, got %d" % params["workers"])
+    if params["image_sha256"] is not None and not _SHA256.match(params["image_sha256"]):
+        module.fail_json(msg="image_sha256: expected 64 hex characters (a SHA-256 digest), got %r"
+                         % params["image_sha256"])
+    try:
+        size = ebs_upload.image_size(params["src"])
+    except ebs_upload.UploadError as e:
+        module.fail_json(msg=str(e))
+    needed = ebs_upload.volume_size_gib(size)
+    volume_size = params["volume_size"] or needed
+    if volume_size < needed:
+        module.fail_json(msg="volume_size: %d GiB cannot hold the %d-byte image %s; use at least %d (or leave it "
+                             "unset)" % (volume_size, size, params["src"], needed))
+    encrypted = params["encrypted"] or bool(params["kms_key_id"])
+    image_sha256 = (params["image_sha256"] or ebs_upload.sha256_file(params["src"])).lower()
+
+    ec2 = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
+    result = dict(changed=False, image_sha256=image_sha256, volume_size=volume_size,
+                  blocks_total=ebs_upload.block_count(size), blocks_written=0, blocks_skipped=0,
+                  bytes_uploaded=0, requests=0, retries=0)
+    existing = find_snapshot(module, ec2, image_sha256, volume_size, encrypted, params["kms_key_id"])
+    before = {"snapshot_id": existing["SnapshotId"], "image_sha256": image_sha256} if existing else {}
+
+    if existing:
+        result["snapshot_id"] = existing["SnapshotId"]
+        missing = tags_to_add(boto3_tag_list_to_ansible_dict(existing.get("Tags", [])), params["tags"])
+        if missing:
+            result["changed"] = True
+            if not module.check_mode:
+                try:
+                    ec2.create_tags(Resources=[existing["SnapshotId"]], aws_retry=True,
+                                    Tags=[{"Key": k, "Value": v} for k, v in sorted(missing.items())])
+                except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                    module.fail_json_aws(e, msg="Failed to tag snapshot %s" % existing["SnapshotId"])
+        if params["wait"] and existing.get("State") != "completed" and not module.check_mode:
+            wait_completed(module, ec2, existing["SnapshotId"])
+    else:
+        result["changed"] = True
+        if not module.check_mode:
+            figures = upload(module, ec2, size, image_sha256, volume_size)
+            for key in ("snapshot_id", "blocks_total", "blocks_written", "blocks_skipped", "bytes_uploaded",
+                        "requests", "retries"):
+                result[key] = figures[key]
+
+    if module._diff:
+        after = {"snapshot_id": result.get("snapshot_id", "(new snapshot)"), "image_sha256": image_sha256}
+        result["diff"] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
