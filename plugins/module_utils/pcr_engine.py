@@ -95,12 +95,11 @@ class _Log(object):
         return self.pcrs[bank].get(pcr, b"\0" * hashlib.new(bank).digest_size)
 
 
-class _Image(object):
-    """One boot image: its bytes read once, parsed, digests computed."""
+class MeasuredImage(object):
+    """One boot image: its bytes (read once), parsed, its digests computed. ``path`` names it in messages."""
 
-    def __init__(self, path, banks):
+    def __init__(self, path, data, banks=("sha384",)):
         self.path = path
-        data = _read(path, "image")
         self.sha256 = hashlib.sha256(data).hexdigest()
         try:
             self.pe = PeImage(data, name=path)
@@ -242,7 +241,7 @@ def compute(images, pk=None, kek=None, db=None, dbx=None, banks=("sha384",)):
         if not os.path.isfile(path):
             raise PcrError("image %s: no such file" % path)
     databases = _read_signature_databases(paths)
-    loaded = [_Image(path, banks) for path in images]
+    loaded = [MeasuredImage(path, _read(path, "image"), banks) for path in images]
 
     log = _Log(banks)
     _measure_pcr4(log, loaded, secure_boot)
