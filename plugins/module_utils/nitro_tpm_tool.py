@@ -76,12 +76,12 @@ def parse_version(text):
     return tuple((parts + [0, 0])[:3])
 
 
-def installed_version(runner=subprocess.run):
+def installed_version():
     """The rpm version string of aws-nitro-tpm-tools, or None when rpm is absent or does not know the package."""
     rpm = shutil.which("rpm")
     if not rpm:
         return None
-    proc = runner([rpm, "-q", "--qf", "%{VERSION}", PACKAGE], capture_output=True, text=True, check=False)
+    proc = subprocess.run([rpm, "-q", "--qf", "%{VERSION}", PACKAGE], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return None
     return proc.stdout.strip() or None

@@ -100,12 +100,12 @@ class MeasuredImage(object):
 
     def __init__(self, path, data, banks=("sha384",)):
         self.path = path
-        self.sha256 = hashlib.sha256(data).hexdigest()
         try:
             self.pe = PeImage(data, name=path)
             self.uki = analyse_uki(self.pe)
         except ImageError as exc:
             raise PcrError("image %s: %s" % (path, exc))
+        self.sha256 = hashlib.sha256(data).hexdigest()
         self.authenticode = self.pe.authenticode_digests(banks)
         self.kernel_authenticode = self.uki.kernel.authenticode_digests(banks) if self.uki else None
 

@@ -1,0 +1,237 @@
+"""RegisterImage requests for NitroTPM/UEFI AMIs, the tags that carry reference measurements, and the
+comparisons that make image_register idempotent. Plain Python, no Ansible imports.
+
+Tags written on every AMI (source and copies) so that a later run can start from an AMI id alone:
+    attestable:HashAlgorithm = SHA384, attestable:PCR<n> = <96 hex> (one per PCR measured),
+    attestable:SnapshotId    = the snapshot the source AMI was registered from.
+"""
+
+import base64
+import binascii
+import re
+
+from ansible_collections.attestable.ami.plugins.module_utils.manifest import ManifestError, validate_measurements
+
+TAG_PREFIX = "attestable:"
+HASH_ALGORITHM_TAG = TAG_PREFIX + "HashAlgorithm"
+SNAPSHOT_TAG = TAG_PREFIX + "SnapshotId"
+ARCHITECTURES = ("x86_64", "arm64")
+
+_PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
+_MEASUREMENT_TAG = re.compile(r"^attestable:(HashAlgorithm|PCR([0-9]|1[0-9]|2[0-3]))$")
+_NAME = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
+_SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
+_ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
+_ORG_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::[0-9]{12}:organization/o-[a-z0-9]{10,32}$")
+_OU_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::[0-9]{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$")
+
+
+class RegistrationError(ValueError):
+    """An input for registration is not what is expected; the message names it."""
+
+
+def measurement_tags(measurements):
+    """{"attestable:HashAlgorithm": "SHA384", "attestable:PCR4": ..., ...} for a pcr_compute result."""
+    try:
+        validate_measurements(measurements, "measurements")
+    except ManifestError as exc:
+        raise RegistrationError(str(exc))
+    tags = {HASH_ALGORITHM_TAG: measurements["HashAlgorithm"]}
+    for key, value in measurements.items():
+        if _PCR_KEY.match(key):
+            tags[TAG_PREFIX + key] = value
+    return tags
+
+
+def measurements_from_tags(tags):
+    """The inverse of measurement_tags: {"HashAlgorithm": ..., "PCR4": ...} from an AMI's tags ({} if none)."""
+    result = {}
+    for key, value in (tags or {}).items():
+        if _MEASUREMENT_TAG.match(key):
+            result[key[len(TAG_PREFIX):]] = value
+    return result
+
+
+def validate_name(name):
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RegistrationError(
+            "name: %r is not a valid AMI name (3-128 characters: letters, digits, spaces and ( ) [ ] . / - ' @ _)"
+            % (name,))
+    return name
+
+
+def validate_architecture(architecture):
+    if architecture not in ARCHITECTURES:
+        raise RegistrationError("architecture: expected one of %s, got %r" % (", ".join(ARCHITECTURES), architecture))
+    return architecture
+
+
+def validate_snapshot_id(snapshot_id):
+    if not isinstance(snapshot_id, str) or not _SNAPSHOT_ID.match(snapshot_id):
+        raise RegistrationError("snapshot_id: expected a snapshot id like snap-0123456789abcdef0, got %r"
+                                % (snapshot_id,))
+    return snapshot_id
+
+
+def validate_uefi_data(uefi_data):
+    if uefi_data is None:
+        return None
+    try:
+        raw = base64.b64decode(uefi_data.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise RegistrationError("uefi_data: expected the base64 UEFI variable store (as written by "
+                                "python-uefivars), got text that is not base64")
+    if not raw:
+        raise RegistrationError("uefi_data: the UEFI variable store is empty")
+    if len(uefi_data) > 64 * 1024:
+        raise RegistrationError("uefi_data: %d characters; RegisterImage accepts at most 65536" % len(uefi_data))
+    return uefi_data
+
+
+def validate_regions(regions, source_region):
+    result = []
+    for region in regions or []:
+        if not isinstance(region, str) or not _REGION.match(region):
+            raise RegistrationError("regions: %r is not an AWS region name (like eu-west-1)" % (region,))
+        if region != source_region and region not in result:
+            result.append(region)
+    return result
+
+
+def image_tags(user_tags, measurements, snapshot_id):
+    """All tags an AMI gets: the user's, the measurements (if any) and the source snapshot."""
+    tags = {}
+    for key, value in (user_tags or {}).items():
+        if key.startswith(TAG_PREFIX):
+            raise RegistrationError("tags: %r uses the reserved prefix %r (those tags are written from "
+                                    "measurements and snapshot_id)" % (key, TAG_PREFIX))
+        tags[key] = str(value)
+    if measurements is not None:
+        tags.update(measurement_tags(measurements))
+    if snapshot_id:
+        tags[SNAPSHOT_TAG] = snapshot_id
+    return tags
+
+
+def build_register_request(name, snapshot_id, architecture, tags, root_device_name="/dev/xvda",
+                           volume_size=None, volume_type="gp3", description=None, uefi_data=None,
+                           boot_mode="uefi", tpm_support="v2.0", ena_support=True, imds_support="v2.0"):
+    """Keyword arguments for EC2 RegisterImage."""
+    ebs = {"SnapshotId": validate_snapshot_id(snapshot_id), "DeleteOnTermination": True}
+    if volume_type:
+        ebs["VolumeType"] = volume_type
+    if volume_size:
+        ebs["VolumeSize"] = int(volume_size)
+    request = {
+        "Name": validate_name(name),
+        "Architecture": validate_architecture(architecture),
+        "VirtualizationType": "hvm",
+        "RootDeviceName": root_device_name,
+        "BlockDeviceMappings": [{"DeviceName": root_device_name, "Ebs": ebs}],
+        "EnaSupport": bool(ena_support),
+        "BootMode": boot_mode,
+        "TpmSupport": tpm_support,
+    }
+    if imds_support == "v2.0":
+        request["ImdsSupport"] = "v2.0"
+    if description:
+        request["Description"] = description
+    if uefi_data:
+        request["UefiData"] = validate_uefi_data(uefi_data)
+    if tags:
+        request["TagSpecifications"] = [{"ResourceType": "image", "Tags": tag_list(tags)}]
+    return request
+
+
+def build_copy_request(name, source_image_id, source_region, tags, description=None):
+    request = {"Name": name, "SourceImageId": source_image_id, "SourceRegion": source_region}
+    if description:
+        request["Description"] = description
+    if tags:
+        request["TagSpecifications"] = [{"ResourceType": "image", "Tags": tag_list(tags)}]
+    return request
+
+
+def tag_list(tags):
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def tag_dict(tag_list_):
+    return dict((t["Key"], t["Value"]) for t in tag_list_ or [])
+
+
+def image_differences(image, desired_tags, architecture=None, check_measurements=True):
+    """Why an existing AMI (a DescribeImages entry) is not the one wanted; [] when it is.
+
+    Identity is the source snapshot and the measurements, read from the image's attestable: tags, plus the
+    attributes EC2 reports (architecture, boot mode, TPM support) where it reports them.
+    """
+    current = tag_dict(image.get("Tags"))
+    problems = []
+    keys = [SNAPSHOT_TAG]
+    if check_measurements:
+        keys += sorted(set(k for k in list(desired_tags) + list(current) if _MEASUREMENT_TAG.match(k)))
+    for key in keys:
+        if current.get(key) != desired_tags.get(key):
+            problems.append("tag %s is %r, wanted %r" % (key, current.get(key), desired_tags.get(key)))
+    if architecture and image.get("Architecture") and image["Architecture"] != architecture:
+        problems.append("architecture is %s, wanted %s" % (image["Architecture"], architecture))
+    if image.get("TpmSupport") and image["TpmSupport"] != "v2.0":
+        problems.append("TPM support is %s, wanted v2.0" % image["TpmSupport"])
+    return problems
+
+
+def parse_launch_permissions(items):
+    """Turn account ids / organization ARNs / OU ARNs into LaunchPermission entries, sorted and unique."""
+    entries = []
+    for item in items or []:
+        item = str(item).strip()
+        if _ACCOUNT_ID.match(item):
+            entry = {"UserId": item}
+        elif _ORG_ARN.match(item):
+            entry = {"OrganizationArn": item}
+        elif _OU_ARN.match(item):
+            entry = {"OrganizationalUnitArn": item}
+        else:
+            raise RegistrationError(
+                "launch_permissions: %r is neither a 12-digit account id, an organization ARN "
+                "(arn:aws:organizations::<account>:organization/o-...) nor an OU ARN "
+                "(arn:aws:organizations::<account>:ou/o-.../ou-...); public sharing is not offered" % (item,))
+        if entry not in entries:
+            entries.append(entry)
+    return sorted(entries, key=_permission_key)
+
+
+def _permission_key(entry):
+    return sorted(entry.items())
+
+
+def launch_permission_changes(current, desired):
+    """(add, remove) turning the current LaunchPermissions into exactly the desired ones."""
+    current = [dict(p) for p in current or []]
+    add = [p for p in desired if p not in current]
+    remove = [p for p in current if p not in desired]
+    return sorted(add, key=_permission_key), sorted(remove, key=_permission_key)
+
+
+def permission_strings(entries):
+    """LaunchPermission entries back to the strings users write (for results and diffs)."""
+    out = []
+    for entry in entries:
+        out.append(entry.get("UserId") or entry.get("OrganizationArn") or entry.get("OrganizationalUnitArn")
+                   or "group:%s" % entry.get("Group"))
+    return sorted(out)
+
+
+def snapshots_of(image):
+    """Snapshot ids an AMI refers to: its block device mappings and its attestable:SnapshotId tag."""
+    found = []
+    for mapping in image.get("BlockDeviceMappings") or []:
+        snap = (mapping.get("Ebs") or {}).get("SnapshotId")
+        if snap and snap not in found:
+            found.append(snap)
+    tagged = tag_dict(image.get("Tags")).get(SNAPSHOT_TAG)
+    if tagged and tagged not in found:
+        found.append(tagged)
+    return found
