@@ -90,12 +90,12 @@ def _exit_boot_services_index(commands):
     return None
 
 
-def _which(program, arch):
-    path = shutil.which(program)
-    if path is None:
-        raise BootError("%s is not installed; for arch %s install the Debian packages: %s"
-                        % (program, arch, ARCHITECTURES[arch]["packages"]))
-    return path
+def require_tools(arch):
+    """BootError naming the Debian packages when qemu, swtpm or swtpm_setup is missing."""
+    for program in (ARCHITECTURES[arch]["qemu"], "swtpm", "swtpm_setup"):
+        if shutil.which(program) is None:
+            raise BootError("%s is not installed; for arch %s install the Debian packages: %s"
+                            % (program, arch, ARCHITECTURES[arch]["packages"]))
 
 
 def qemu_command(arch, code, vars_copy, disk, tpm_socket, console):
@@ -169,8 +169,7 @@ def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=(
     """
     if arch not in ARCHITECTURES:
         raise BootError("arch %r is not supported (expected one of %s)" % (arch, ", ".join(sorted(ARCHITECTURES))))
-    for program in (ARCHITECTURES[arch]["qemu"], "swtpm", "swtpm_setup"):
-        _which(program, arch)
+    require_tools(arch)
     work = tempfile.mkdtemp(prefix="attestable-boot-", dir=tmpdir)
     swtpm = qemu = None
     try:
