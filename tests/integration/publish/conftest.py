@@ -125,6 +125,15 @@ class RecordingProxy(object):
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def fresh_moto(moto_server):
+    """Empty moto's backends: ThreadedMotoServer keeps them in-process, so they outlive one server."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(moto_server + "/moto-api/reset", method="POST")).read()
+    return moto_server
+
+
 @pytest.fixture
 def aws_proxy(moto_server):
     proxy = RecordingProxy(moto_server)
