@@ -75,7 +75,7 @@ def run(*argv):
 
 
 def build_uki(directory, name="uki.efi", kernel=SMALL_PE, osrel=DEBIAN_OSREL, cmdline="console=ttyS0 quiet",
-              sdmagic=None, remove_sdmagic=False, stub=STUB):
+              sdmagic=None, remove_sdmagic=False, stub=STUB, initrd=None):
     """A UKI made with objcopy --add-section onto the real systemd stub; returns its path.
 
     sdmagic: replace the stub's .sdmagic text (e.g. to pretend another stub version); remove_sdmagic drops it.
@@ -95,6 +95,8 @@ def build_uki(directory, name="uki.efi", kernel=SMALL_PE, osrel=DEBIAN_OSREL, cm
             "--add-section", ".osrel=%s" % parts[".osrel"], "--change-section-vma", ".osrel=0x20000",
             "--add-section", ".cmdline=%s" % parts[".cmdline"], "--change-section-vma", ".cmdline=0x30000",
             "--add-section", ".linux=%s" % kernel, "--change-section-vma", ".linux=0x2000000"]
+    if initrd is not None:
+        argv += ["--add-section", ".initrd=%s" % initrd, "--change-section-vma", ".initrd=0x3000000"]
     if remove_sdmagic:
         argv += ["--remove-section", ".sdmagic"]
     elif sdmagic is not None:
