@@ -57,3 +57,94 @@ def test_sparse_image_round_trips_block_by_block(run_playbook, aws_proxy, aws, s
     assert again["snapshot_id"] == result["snapshot_id"]
     assert again["blocks_written"] == 0
     assert aws_proxy.block_puts() == []
+
+
+def test_throttling_and_5xx_are_retried_per_block(run_playbook, aws_proxy, aws, sparse_image, read_back):
+    # Block 0: throttled once; block 3: two 503s; block 10 (the short last block): one 500.
+    aws_proxy.inject(r"^PUT /snapshots/[^/]+/blocks/0$", [(400, "ThrottlingException")])
+    aws_proxy.inject(r"^PUT /snapshots/[^/]+/blocks/3$", [(503, "ServiceUnavailableException")] * 2)
+    aws_proxy.inject(r"^PUT /snapshots/[^/]+/blocks/10$", [(500, "InternalServerException")])
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"], workers=3)
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert result["retries"] == 4
+    puts = [int(p.rsplit("/", 1)[1]) for p in aws_proxy.block_puts()]
+    assert sorted(puts) == [0, 0, 3, 3, 3, 4, 10, 10]
+    data, written = read_back(aws.client("ebs"), result["snapshot_id"], sparse_image["size"])
+    assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
+    assert written == sparse_image["nonzero_blocks"]
+
+
+def test_unrecoverable_block_error_leaves_no_snapshot(run_playbook, aws_proxy, aws, sparse_image):
+    before = aws.snapshot_ids()
+    rule = aws_proxy.inject(r"^PUT /snapshots/[^/]+/blocks/4$", [(503, "ServiceUnavailableException")], forever=True)
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"], workers=2)
+    assert run.rc != 0
+    msg = run.task("Upload the image")["msg"]
+    assert "PutSnapshotBlock of block 4 failed after 6 attempts" in msg
+    assert "was deleted" in msg
+    assert rule.hits == 6
+    assert aws.snapshot_ids() == before
+    assert aws_proxy.calls("DeleteSnapshot")
+
+
+def test_access_denied_is_not_retried_and_cleans_up(run_playbook, aws_proxy, aws, sparse_image):
+    before = aws.snapshot_ids()
+    rule = aws_proxy.inject(r"^PUT /snapshots/[^/]+/blocks/3$", [(403, "AccessDeniedException")], forever=True)
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"], workers=1)
+    assert run.rc != 0
+    msg = run.task("Upload the image")["msg"]
+    assert "PutSnapshotBlock of block 3 failed: AccessDeniedException" in msg
+    assert rule.hits == 1
+    assert aws.snapshot_ids() == before
+
+
+def test_bad_sources_fail_clearly_and_create_nothing(run_playbook, aws_proxy, aws, tmp_path):
+    before = aws.snapshot_ids()
+    empty = tmp_path / "empty.raw"
+    empty.write_bytes(b"")
+    playbook = """
+    - hosts: localhost
+      gather_facts: false
+      tasks:
+        - name: Upload a missing image
+          attestable.ami.snapshot_upload:
+            src: "{{ missing }}"
+            region: us-east-1
+            endpoint_url: "{{ endpoint }}"
+          ignore_errors: true
+        - name: Upload an empty image
+          attestable.ami.snapshot_upload:
+            src: "{{ empty }}"
+            region: us-east-1
+            endpoint_url: "{{ endpoint }}"
+          ignore_errors: true
+        - name: Upload a directory
+          attestable.ami.snapshot_upload:
+            src: "{{ directory }}"
+            region: us-east-1
+            endpoint_url: "{{ endpoint }}"
+          ignore_errors: true
+        - name: Upload into a volume too small
+          attestable.ami.snapshot_upload:
+            src: "{{ big }}"
+            volume_size: 1
+            region: us-east-1
+            endpoint_url: "{{ endpoint }}"
+          ignore_errors: true
+    """
+    big = tmp_path / "big.raw"
+    with open(str(big), "wb") as handle:
+        handle.truncate(1024 ** 3 + 1)
+    run = run_playbook(playbook, extra_vars={"missing": str(tmp_path / "nope.raw"), "empty": str(empty),
+                                             "directory": str(tmp_path), "big": str(big),
+                                             "endpoint": aws_proxy.url})
+    assert "src: cannot read the disk image %s" % (tmp_path / "nope.raw") in run.task("Upload a missing image")["msg"]
+    assert "is empty (0 bytes)" in run.task("Upload an empty image")["msg"]
+    assert "is not a regular file or block device" in run.task("Upload a directory")["msg"]
+    assert "volume_size: 1 GiB cannot hold" in run.task("Upload into a volume too small")["msg"]
+    for name in run.results:
+        assert run.task(name)["failed"] is True
+        assert "Traceback" not in run.task(name).get("module_stderr", "")
+    assert aws_proxy.requests == []  # nothing reached AWS at all
+    assert aws.snapshot_ids() == before
