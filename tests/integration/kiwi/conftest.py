@@ -1,0 +1,7 @@
+"""Fixtures for the describe-and-build tests (helpers live in kiwi_testlib.py)."""
+import pytest
+
+
+@pytest.fixture(scope="module")
+def module_workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("kiwi")
