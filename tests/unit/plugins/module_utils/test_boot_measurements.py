@@ -1,0 +1,67 @@
+"""boot_measurements: input checks (before any boot) and the side-by-side comparison."""
+import pytest
+
+from ansible_collections.attestable.ami.plugins.module_utils.boot_measurements import (
+    MeasuredBootError,
+    check_expected,
+    check_inputs,
+    side_by_side,
+)
+
+GOOD = {"HashAlgorithm": "SHA384", "PCR4": "AB" * 48, "PCR7": "cd" * 48, "PCR12": "0" * 96}
+
+
+def test_expected_is_normalised_to_lowercase_by_pcr_number():
+    assert check_expected(GOOD) == {4: "ab" * 48, 7: "cd" * 48, 12: "0" * 96}
+    assert check_expected({"PCR23": "f" * 96}) == {23: "f" * 96}
+
+
+@pytest.mark.parametrize("expected, message", [
+    ({}, "give a measurements dict"),
+    ("PCR4", "give a measurements dict"),
+    ({"HashAlgorithm": "SHA1", "PCR4": "ab" * 48}, "HashAlgorithm 'SHA1' is not supported"),
+    ({"PCR24": "ab" * 48}, "key 'PCR24' is not a PCR"),
+    ({"pcr4": "ab" * 48}, "key 'pcr4' is not a PCR"),
+    ({"PCR4": "ab" * 32}, "PCR4 must be 96 hexadecimal characters"),
+    ({"PCR4": "zz" * 48}, "PCR4 must be 96 hexadecimal characters"),
+    ({"PCR4": 12}, "PCR4 must be 96 hexadecimal characters"),
+    ({"HashAlgorithm": "SHA384"}, "no PCR given"),
+])
+def test_bad_expected_is_refused_naming_the_problem(expected, message):
+    with pytest.raises(MeasuredBootError, match=message):
+        check_expected(expected)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, "give exactly one of uki"),
+    ({"uki": "/a", "disk": "/b"}, "give exactly one of uki"),
+    ({"uki": "/nonexistent.efi"}, "uki: /nonexistent.efi is not a file"),
+    ({"disk": "/nonexistent.raw"}, "disk: /nonexistent.raw is not a file"),
+    ({"uki": __file__, "arch": "riscv64"}, "arch: 'riscv64' is not supported"),
+    ({"uki": __file__, "firmware_code": "/nonexistent/CODE.fd"}, "firmware_code: /nonexistent/CODE.fd is not a file"),
+])
+def test_bad_inputs_are_refused_before_booting(params, message):
+    with pytest.raises(MeasuredBootError, match=message):
+        check_inputs(dict(params))
+
+
+def test_bad_esl_is_refused(tmp_path):
+    code = tmp_path / "code.fd"
+    code.write_bytes(b"\0")
+    esl = tmp_path / "pk.esl"
+    esl.write_bytes(b"\x01" * 10)
+    with pytest.raises(MeasuredBootError, match="pk: .*pk.esl is not a valid EFI signature list"):
+        check_inputs({"uki": __file__, "firmware_code": str(code), "firmware_vars": str(code), "pk": str(esl)})
+
+
+def test_side_by_side_pairs_the_nth_events_of_a_pcr():
+    measured = [{"pcr": 4, "digests": {"sha384": "a"}}, {"pcr": 7, "digests": {"sha384": "z"}},
+                {"pcr": 4, "digests": {"sha384": "b"}}, {"pcr": 4, "digests": {"sha384": "c"}}]
+    predicted = [{"pcr": 4, "type": "EV_EFI_ACTION", "description": "action", "digests": {"sha384": "a"}},
+                 {"pcr": 4, "type": "EV_EFI_BOOT_SERVICES_APPLICATION", "description": "uki",
+                  "digests": {"sha384": "x"}}]
+    rows = side_by_side(4, measured, predicted)
+    assert [(r["measured"], r["predicted"], r["match"]) for r in rows] == [
+        ("a", "a", True), ("b", "x", False), ("c", None, False)]
+    assert rows[1]["predicted_type"] == "EV_EFI_BOOT_SERVICES_APPLICATION"
+    assert rows[2]["predicted_description"] is None
