@@ -22,7 +22,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import conftest  # noqa: E402,F401  (makes the checkout importable as ansible_collections.attestable.ami)
+# conftest makes the checkout importable by its FQCN (ansible_collections.attestable.ami).
+import conftest  # noqa: E402,F401 pylint: disable=unused-import
 
 from ansible_collections.attestable.ami.plugins.module_utils import pcr_engine  # noqa: E402
 from ansible_collections.attestable.ami.plugins.module_utils.pe_authenticode import PeImage  # noqa: E402
@@ -62,7 +63,7 @@ def floor(path, banks, kernel):
 
 def best_of(repeat, func):
     times = []
-    for _ in range(repeat):
+    for _run in range(repeat):
         start = time.perf_counter()
         func()
         times.append(time.perf_counter() - start)

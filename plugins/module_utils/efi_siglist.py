@@ -69,7 +69,7 @@ def parse(data):
             raise SignatureListError("%s: %d bytes of signatures are not a multiple of SignatureSize %d"
                                      % (where, body, sig_size))
         position = offset + _LIST_HEADER.size + header_size
-        for _ in range(body // sig_size):
+        for _index in range(body // sig_size):
             owner = uuid.UUID(bytes_le=data[position:position + _OWNER_SIZE])
             entries.append(SignatureEntry(signature_type, owner, data[position + _OWNER_SIZE:position + sig_size]))
             position += sig_size

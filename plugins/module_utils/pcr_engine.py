@@ -168,7 +168,11 @@ def _signing_certificates(image):
         raise PcrError("image %s: %s" % (image.path, exc))
     if not blobs:
         return []
-    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+    try:
+        from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+    except ImportError:
+        raise PcrError("image %s: reading its Authenticode signature for Secure Boot needs the Python library "
+                       "cryptography (>= 41), which is not installed" % image.path)
 
     certificates = []
     for blob in blobs:

@@ -14,8 +14,15 @@ Nothing is padded. Every range is checked against the data, so a truncated or in
 
 import hashlib
 import struct
+import traceback
 
-import pefile
+try:
+    import pefile
+except ImportError:  # reported by the module (missing_required_lib); engine=nitro-tpm-pcr-compute works without
+    pefile = None
+    PEFILE_IMPORT_ERROR = traceback.format_exc()
+else:
+    PEFILE_IMPORT_ERROR = None
 
 PE32_MAGIC = 0x10B
 PE32_PLUS_MAGIC = 0x20B
@@ -93,6 +100,8 @@ class PeImage(object):
         if magic != PE32_PLUS_MAGIC:
             raise ImageError("unknown PE optional header magic 0x%x (expected 0x20b, PE32+)" % magic)
 
+        if pefile is None:
+            raise ImageError("cannot be parsed: the Python library pefile is not installed (pip install pefile)")
         probe = bytes(self.data[:_HEADER_PROBE])
         try:
             pe = pefile.PE(data=probe, fast_load=True)

@@ -25,6 +25,9 @@ description:
     denial).
 author:
   - Attestable AMI maintainers (@attestable)
+requirements:
+  - pefile (for O(engine=auto) and O(engine=python))
+  - cryptography (for Secure Boot, when O(pk) is given)
 extends_documentation_fragment:
   - attestable.ami.attributes
 options:
@@ -76,8 +79,8 @@ options:
     default: [sha384]
   dest:
     description:
-      - Write the measurements to this file as JSON, in the tool's own output format
-        C({"Measurements": {"HashAlgorithm": "SHA384", "PCR4": ..., "PCR7": ..., "PCR12": ...}}).
+      - 'Write the measurements to this file as JSON, in the tool''s own output format
+        C({"Measurements": {"HashAlgorithm": "SHA384", "PCR4": ..., "PCR7": ..., "PCR12": ...}}).'
       - The file is rewritten (and the task reports changed) only when its JSON content differs.
     type: path
 attributes:
@@ -160,10 +163,11 @@ engines:
   sample: [python, nitro-tpm-pcr-compute]
 images:
   description:
-    - Per image, in load order; C(path) and C(sha256) of the file always; with the Python engine also
-      C(architecture), C(signed), C(authenticode) (digest per bank) and C(uki) (for a UKI; null otherwise:
-      C(sections), C(stub_version), C(stub_major), C(stub_version_source), C(architecture),
-      C(kernel_architecture), C(kernel_size), C(kernel_authenticode), C(cmdline), C(os_release), C(uname)).
+    - Per image, in load order. C(path) and C(sha256) of the file always. With the Python engine also
+      C(architecture), C(signed), C(authenticode) (digest per bank) and C(uki).
+    - C(uki) is null for an image without a C(.linux) section, else a dict with C(sections), C(stub_version),
+      C(stub_major), C(stub_version_source), C(architecture), C(kernel_architecture), C(kernel_size),
+      C(kernel_authenticode), C(cmdline), C(os_release) and C(uname).
   returned: always
   type: list
   elements: dict
@@ -186,9 +190,10 @@ import json
 import os
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.attestable.ami.plugins.module_utils import nitro_tpm_tool, pcr_engine
+from ansible_collections.attestable.ami.plugins.module_utils.pe_authenticode import PEFILE_IMPORT_ERROR
 
 TOOL = nitro_tpm_tool.TOOL_NAME
 
@@ -218,6 +223,9 @@ def _compute(module, inputs):
     result = {"engines": [], "events": [], "secure_boot": inputs["pk"] is not None}
     python = None
     if engine in ("auto", "python"):
+        if PEFILE_IMPORT_ERROR:
+            module.fail_json(msg=missing_required_lib("pefile", reason="for engine=%s" % engine),
+                             exception=PEFILE_IMPORT_ERROR)
         try:
             python = pcr_engine.compute(banks=banks, **inputs)
         except pcr_engine.PcrError as exc:
