@@ -180,6 +180,11 @@ image_id:
   returned: when O(state=present), except in check mode when it does not exist yet
   type: str
   sample: ami-0123456789abcdef0
+region:
+  description: The module's region (where the AMI was registered from the snapshot).
+  returned: always
+  type: str
+  sample: eu-west-1
 images:
   description: Region to AMI id, for the module's region and every copy region.
   returned: always
@@ -489,6 +494,7 @@ def main():
 
     publisher = Publisher(module)
     result = publisher.present() if params["state"] == "present" else publisher.absent()
+    result["region"] = module.region
     if module._diff:
         result["diff"] = dict(before=publisher.before, after=publisher.after)
     module.exit_json(**result)
