@@ -159,6 +159,15 @@ key_arn:
   description: The key's ARN.
   returned: always
   type: str
+region:
+  description: The key's region.
+  returned: always
+  type: str
+  sample: eu-west-1
+image:
+  description: The image identifier (O(image)).
+  returned: always
+  type: str
 statement_id:
   description: The Sid of the statement owned for O(image).
   returned: always
@@ -334,6 +343,8 @@ def main():
         changed=outcome.merged.changed,
         key_id=metadata["KeyId"],
         key_arn=key_arn,
+        region=key_arn.split(":")[3],
+        image=params["image"],
         statement_id=sid,
         removed_statement_ids=outcome.merged.removed,
         policy=outcome.after,

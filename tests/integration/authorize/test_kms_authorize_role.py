@@ -1,0 +1,96 @@
+"""The kms_authorize role against a real moto server: several keys incl. a multi-Region replica, from a manifest
+and from an AMI id, retire, manifest records, and a bad key that stops the run before any policy changes."""
+import json
+
+from authorize_helpers import APP_ROLE, SAFE_POLICY, measurements
+
+from ansible_collections.attestable.ami.plugins.module_utils.kms_policy_simulator import allows
+
+ROLE_PLAY = """
+- name: Run kms_authorize
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: attestable.ami.kms_authorize
+"""
+
+PREFIX = "attestable.ami.kms_authorize : "
+A, B = measurements("a" * 96), measurements("b" * 96)
+
+
+def owned(policy):
+    return [s["Sid"] for s in policy["Statement"] if s.get("Sid", "").startswith("AttestableAMI-")]
+
+
+def role_vars(aws, **extra):
+    base = {"kms_authorize_aws_endpoint_url": aws.url, "kms_authorize_aws_region": "us-east-1",
+            "kms_authorize_principals": [APP_ROLE]}
+    base.update(extra)
+    return base
+
+
+def test_authorize_from_manifest_and_ami_then_retire(aws, run_playbook, tmp_path):
+    single = aws.create_key(SAFE_POLICY)
+    primary = aws.create_key(SAFE_POLICY, multi_region=True)
+    replica = aws.replicate(primary["KeyId"], "us-east-1", "eu-west-1", SAFE_POLICY)
+    keys = [{"key_id": single["KeyId"]}, {"key_id": primary["KeyId"], "region": "us-east-1"},
+            {"key_id": primary["KeyId"], "region": "eu-west-1"}]
+    where = [(single["KeyId"], "us-east-1"), (primary["KeyId"], "us-east-1"), (primary["KeyId"], "eu-west-1")]
+
+    ami_a = aws.tagged_ami("attestable-a", {})  # its measurements travel in the manifest
+    manifest_a = tmp_path / "a.json"
+    manifest_a.write_text(json.dumps({"schema_version": 1, "amis": {"us-east-1": ami_a},
+                                      "measurements": dict(A, boot_mode="standard", engines=["python"])}))
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys,
+                                            kms_authorize_manifest_path=str(manifest_a)))
+    assert run.rc == 0, run.stdout + run.stderr
+    for key_id, region in where:
+        policy = aws.policy(key_id, region)
+        assert owned(policy) == ["AttestableAMI-" + ami_a]
+        assert allows(policy, APP_ROLE, "kms:Decrypt", A)
+    recorded = json.loads(manifest_a.read_text())["kms"]
+    assert sorted((e["key_id"], e["region"]) for e in recorded) == sorted(where)
+    assert {e["statement_id"] for e in recorded} == {"AttestableAMI-" + ami_a}
+    assert {e["key_arn"] for e in recorded} == {single["Arn"], primary["Arn"], replica["Arn"]}
+
+    # From an AMI id alone (measurements from its tags), recorded in a new manifest.
+    ami_b = aws.tagged_ami("attestable-b", B)
+    manifest_b = tmp_path / "b.json"
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=ami_b,
+                                            kms_authorize_manifest_path=str(manifest_b)))
+    assert run.rc == 0, run.stdout + run.stderr
+    for key_id, region in where:
+        policy = aws.policy(key_id, region)
+        assert owned(policy) == ["AttestableAMI-" + ami_a, "AttestableAMI-" + ami_b]
+        assert allows(policy, APP_ROLE, "kms:Decrypt", B)
+    assert len(json.loads(manifest_b.read_text())["kms"]) == 3
+
+    # A second identical run changes nothing.
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=ami_b,
+                                            kms_authorize_manifest_path=str(manifest_b)))
+    assert run.rc == 0
+    assert not any(r["changed"] for r in run.task(PREFIX + "Write the image's statement into every key policy")["results"])
+
+    # Retire A: no keys given, the manifest knows them all (including the replica's region).
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_state="absent",
+                                            kms_authorize_manifest_path=str(manifest_a)))
+    assert run.rc == 0, run.stdout + run.stderr
+    for key_id, region in where:
+        policy = aws.policy(key_id, region)
+        assert owned(policy) == ["AttestableAMI-" + ami_b]
+        assert not allows(policy, APP_ROLE, "kms:Decrypt", A) and allows(policy, APP_ROLE, "kms:Decrypt", B)
+        assert policy["Statement"][:2] == SAFE_POLICY["Statement"]
+    assert json.loads(manifest_a.read_text())["kms"] == []
+
+
+def test_a_bad_key_stops_the_run_before_any_policy_changes(aws, run_playbook):
+    good = aws.create_key(SAFE_POLICY)
+    before = aws.policy_text(good["KeyId"])
+    ami = aws.tagged_ami("attestable-c", measurements("c" * 96))
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_ami_id=ami,
+                                            kms_authorize_keys=[{"key_id": good["KeyId"]},
+                                                                {"key_id": "alias/missing-key"}]))
+    assert run.rc != 0
+    failed = run.task(PREFIX + "Check every key before changing any")
+    assert failed["failed"] and "alias/missing-key" in json.dumps(failed)
+    assert aws.policy_text(good["KeyId"]) == before
