@@ -33,7 +33,7 @@ author:
 options:
   key_id:
     description:
-      - The KMS key, as key id, key ARN or alias (C(alias/NAME)). A multi-Region replica has its own policy:
+      - The KMS key, as key id, key ARN or alias (C(alias/NAME)). A multi-Region replica has its own policy;
         name it with its own region.
     type: str
     required: true
@@ -49,7 +49,7 @@ options:
   measurements:
     description:
       - The reference measurements, as P(attestable.ami.pcr_compute#module) returns them
-        (C({"HashAlgorithm": "SHA384", "PCR4": ..., "PCR7": ..., "PCR12": ...}), 96 hex characters per PCR).
+        (a dict with C(HashAlgorithm=SHA384) and C(PCR4), C(PCR7), C(PCR12), 96 hex characters each).
       - An optional C(boot_mode) key (V(standard) or V(secure_boot)) is used when O(boot_mode) is not set.
     type: dict
   boot_mode:
@@ -83,8 +83,8 @@ options:
   actions:
     description:
       - The operations granted. Only operations whose request carries a NitroTPM attestation document can be
-        bound: V(kms:Decrypt), V(kms:DeriveSharedSecret), V(kms:GenerateDataKey), V(kms:GenerateDataKeyPair).
-      - V(kms:GenerateRandom) is refused: it is not an operation on a key, so no key policy can grant it.
+        bound, namely V(kms:Decrypt), V(kms:DeriveSharedSecret), V(kms:GenerateDataKey), V(kms:GenerateDataKeyPair).
+      - V(kms:GenerateRandom) is refused; it is not an operation on a key, so no key policy can grant it.
     type: list
     elements: str
     default: [kms:Decrypt, kms:GenerateDataKey]
