@@ -17,7 +17,7 @@ description:
   - The PCR values are read on the host, by replaying the TPM2_PCR_Extend commands swtpm logged, so any image
     works without help from the guest.
   - The guest is stopped as soon as an OS loader calls ExitBootServices (the firmware's C(Exit Boot Services
-    Invocation) event in PCR5): from then on the firmware measures nothing more into PCR4 or PCR7, and the
+    Invocation) event in PCR5). From then on the firmware measures nothing more into PCR4 or PCR7, and the
     systemd stub has done its PCR12 measurements. Without that event within O(timeout) the task fails.
   - With O(expected) (the RV(attestable.ami.pcr_compute#module:measurements) of M(attestable.ami.pcr_compute)),
     any PCR that differs fails the task, and RV(comparison) shows the measured extends beside the events the

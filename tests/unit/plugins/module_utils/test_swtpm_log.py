@@ -83,8 +83,8 @@ def test_extends_replay_to_the_hash_chain_per_bank():
 
 
 def test_a_bank_missing_from_an_extend_stays_unchanged_and_unknown_banks_are_refused():
-    replay = swtpm_log.replay_text(log_of((extend_command(4, {"sha1": b"\x11" * 20,
-                                                             "sha384": digests(b"x")["sha384"]}), 0)))
+    mixed = {"sha1": b"\x11" * 20, "sha384": digests(b"x")["sha384"]}
+    replay = swtpm_log.replay_text(log_of((extend_command(4, mixed), 0)))
     assert replay.value("sha256", 4) == "00" * 32
     assert replay.value("sha384", 4) == chain("sha384", digests(b"x")["sha384"])
     with pytest.raises(swtpm_log.SwtpmLogError, match="unknown bank 'md5'"):
