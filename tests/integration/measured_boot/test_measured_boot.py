@@ -1,6 +1,7 @@
 """measured_boot on real OVMF + swtpm: predictions by pcr_compute equal what the firmware measured.
 
-Four boots in all (about 10-30 s each under TCG): the reproducible UKI from a temporary ESP, the same UKI
+Four boots in all (about 10-30 s each under TCG): the reproducible UKI from a temporary ESP (through the
+user-facing playbooks/measure_uki.yml), the same UKI
 from a GPT disk with a wrong `expected`, a signed UKI under enforced Secure Boot, and the unsigned UKI under
 Secure Boot (rejected by the firmware, so the task times out: checks enforcement and cleanup on timeout).
 """
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.slow
 STANDARD_BOOT_PCR7 = ("98441c7f7625d10058c47683aec486ce311c633235eb555593a7ee791121e3578a"
                       "e72d04ecef661f272d59058b77af35")
 ZEROS = "0" * 96
+MEASURE_UKI_PLAYBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "playbooks", "measure_uki.yml")
 
 PREDICT_AND_BOOT = """
 - hosts: localhost
@@ -92,18 +95,22 @@ def _make_gpt_disk(path, efi):
     return path
 
 
-def test_uki_boot_proves_the_prediction_and_leaves_nothing_behind(run_playbook, uki, short_tmpdir):
+def test_measure_uki_playbook_proves_the_prediction_and_leaves_nothing_behind(run_playbook, uki, short_tmpdir):
+    """The user-facing playbook (pcr_compute, then measured_boot with expected = the prediction) on our UKI."""
     started = time.time()
-    run = run_playbook(PREDICT_AND_BOOT, extra_vars={"image": uki, "uki": uki}, env={"TMPDIR": short_tmpdir})
-    print("uki boot: %.1f s playbook" % (time.time() - started))
+    run = run_playbook(MEASURE_UKI_PLAYBOOK, extra_vars={"measure_uki_path": uki}, env={"TMPDIR": short_tmpdir})
+    print("measure_uki.yml: %.1f s" % (time.time() - started))
     assert run.rc == 0, run.stdout[-3000:]
-    prediction, boot = run.task("Predict"), run.task("Boot")
+    prediction = run.task("Predict the reference measurements")
+    boot = run.task("Boot the UKI on OVMF with a TPM and compare with the prediction")
     _assert_proven(prediction, boot)
     assert boot["secure_boot"] is False
     assert boot["measured"]["PCR7"] == STANDARD_BOOT_PCR7
     assert boot["measured"]["PCR12"] == ZEROS
     # standard boot with stub 252: action, separator, the UKI, its embedded kernel
     assert len(_events(boot, 4)) == 4
+    shown = run.task("Show the predicted and the measured values")["msg"]
+    assert shown["measured"] == shown["predicted"] == prediction["measurements"]
     assert os.listdir(short_tmpdir) == []
     assert _our_processes(short_tmpdir) == []
 

@@ -1,4 +1,6 @@
 """boot_measurements: input checks (before any boot) and the side-by-side comparison."""
+import os
+
 import pytest
 
 from ansible_collections.attestable.ami.plugins.module_utils.boot_measurements import (
@@ -65,3 +67,10 @@ def test_side_by_side_pairs_the_nth_events_of_a_pcr():
         ("a", "a", True), ("b", "x", False), ("c", None, False)]
     assert rows[1]["predicted_type"] == "EV_EFI_BOOT_SERVICES_APPLICATION"
     assert rows[2]["predicted_description"] is None
+
+
+@pytest.mark.skipif(os.path.exists("/usr/share/AAVMF/AAVMF_CODE.fd"), reason="AAVMF is installed here")
+def test_aarch64_without_aavmf_names_the_packages_to_install():
+    with pytest.raises(MeasuredBootError, match="firmware_code: /usr/share/AAVMF/AAVMF_CODE.fd is not a file .*"
+                                                "qemu-efi-aarch64"):
+        check_inputs({"uki": __file__, "arch": "aarch64"})
