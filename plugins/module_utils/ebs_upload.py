@@ -20,10 +20,7 @@ import threading
 import time
 import uuid
 
-try:
-    from queue import Queue
-except ImportError:  # pragma: no cover
-    from Queue import Queue
+from queue import Queue
 
 try:
     import botocore.exceptions as _botocore_exceptions
