@@ -5,6 +5,8 @@ import struct
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pcr_test_images as images
 from ansible_collections.attestable.ami.plugins.module_utils import efi_siglist, pcr_engine
@@ -303,3 +305,34 @@ def test_truncated_signed_uki(tmp_path):
     pe = PeImage(data)
     assert pe.cert_table_offset + pe.cert_table_size == len(data)
     assert_every_truncation_fails(path, data)
+
+
+# -- corrupted headers: a clean error or a valid result, never another exception ----------------------------
+
+@pytest.fixture(scope="module")
+def small_uki(tmp_path_factory):
+    path = images.build_uki(tmp_path_factory.mktemp("fuzz"))
+    return read(path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_headers_fail_cleanly(small_uki, data):
+    image = bytearray(small_uki)
+    e_lfanew = struct.unpack_from("<I", small_uki, 0x3C)[0]
+    size_of_optional_header, = struct.unpack_from("<H", small_uki, e_lfanew + 20)
+    sections, = struct.unpack_from("<H", small_uki, e_lfanew + 6)
+    section_table_end = e_lfanew + 24 + size_of_optional_header + 40 * sections
+    kernel_headers = PeImage(small_uki).section(".linux").pointer_to_raw_data
+    regions = st.one_of(st.integers(0, section_table_end - 1),  # the UKI's DOS/PE/optional headers, sections
+                        st.integers(kernel_headers, kernel_headers + 1023))  # the embedded kernel's headers
+    for _flip in range(data.draw(st.integers(1, 8))):
+        offset = data.draw(regions)
+        image[offset] = data.draw(st.integers(0, 255))
+    size = data.draw(st.sampled_from([len(image), data.draw(st.integers(0, len(image)))]))
+    try:
+        result = pcr_engine.MeasuredImage("fuzzed.efi", bytes(image[:size]))
+    except PcrError as exc:
+        assert str(exc).startswith("image fuzzed.efi: ")
+    else:
+        assert len(result.authenticode["sha384"]) == 48
