@@ -225,9 +225,14 @@ def _measure_pcr7(log, images, databases, paths, secure_boot):
             if authority is not None:
                 break
         if authority is None:
-            raise PcrError("image %s: under Secure Boot its Authenticode signature must chain to an X.509 certificate "
-                           "in db (%s), but none of its signing certificates is in db%s"
-                           % (image.path, paths["db"], "" if image.pe.cert_table_size else " (the image is unsigned)"))
+            if not image.pe.cert_table_size:
+                problem = "the image is unsigned"
+            elif paths["db"] is None:
+                problem = "no db was given"
+            else:
+                problem = "none of its signing certificates is an X.509 entry of db %s" % paths["db"]
+            raise PcrError("image %s: under Secure Boot the firmware boots only images signed by a certificate in "
+                           "db, and measures that certificate into PCR7, but %s" % (image.path, problem))
         key = (authority.owner, authority.data)
         if key in measured:
             continue

@@ -49,7 +49,9 @@ options:
   db:
     description:
       - File holding the db variable's data (one or more EFI_SIGNATURE_LISTs).
-      - Under Secure Boot each image must be signed by a certificate that is an X.509 entry of db.
+      - Under Secure Boot each image must be signed by a certificate that is an X.509 entry of db (the firmware
+        measures that entry into PCR7). An image that is not is an error here; AWS's tool measures no
+        authority event for it instead, and the firmware would refuse to boot it.
     type: path
   dbx:
     description:

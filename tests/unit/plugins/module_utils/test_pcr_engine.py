@@ -201,6 +201,11 @@ def test_secure_boot_image_not_authorised_by_db(secure_boot, uki, reason):
     assert path in str(info.value)
 
 
+def test_secure_boot_without_db(secure_boot):
+    with pytest.raises(PcrError, match="no db was given"):
+        pcr_engine.compute([secure_boot["ukis"]["a1"]], pk=secure_boot["files"]["pk"])
+
+
 # -- bad input ------------------------------------------------------------------------------------------------
 
 def test_missing_image(tmp_path):
