@@ -271,6 +271,9 @@ def plan_statement(module):
     boot_mode = kms_policy.resolve_boot_mode(params["boot_mode"], measurements)
     pcrs = kms_policy.normalize_pcr_names(params["pcrs"] or kms_policy.DEFAULT_PCRS[boot_mode])
     kms_policy.check_binding(boot_mode, pcrs, measurements, params["allow_missing_pcr12"])
+    if boot_mode == "standard" and "PCR12" not in pcrs:
+        module.warn("binding image %s without PCR12 (allow_missing_pcr12=true): %s"
+                    % (params["image"], kms_policy.ADVISORY))
     statement = kms_policy.build_statement(params["image"], measurements, pcrs, principals, actions)
     facts = dict(measurements=measurements, boot_mode=boot_mode, pcrs=pcrs, statement=statement)
     return statement, principals, actions, facts

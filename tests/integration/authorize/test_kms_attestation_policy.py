@@ -120,6 +120,20 @@ def test_state_absent_and_secure_boot_from_ami_tags(aws, run_playbook):
     principals: ["{{ role }}"]
   ignore_errors: true
   register: untagged_result
+- name: Authorize without PCR12, explicitly
+  attestable.ami.kms_attestation_policy:
+    key_id: "{{ key_id }}"
+    image: legacy image
+    measurements: "{{ meas_a }}"
+    pcrs: [PCR4]
+    allow_missing_pcr12: true
+    principals: ["{{ role }}"]
+  register: no_pcr12
+- name: Retire the legacy image
+  attestable.ami.kms_attestation_policy:
+    key_id: "{{ key_id }}"
+    image: legacy image
+    state: absent
 - name: Retire the image in check mode
   attestable.ami.kms_attestation_policy:
     key_id: "{{ key_id }}"
@@ -141,13 +155,17 @@ def test_state_absent_and_secure_boot_from_ami_tags(aws, run_playbook):
   register: retire_again
 """
     run = run_playbook(play(tasks), {"endpoint": aws.url, "key_id": key["KeyId"], "role": APP_ROLE,
-                                     "ami": ami, "untagged": untagged})
+                                     "ami": ami, "untagged": untagged, "meas_a": A})
     assert run.rc == 0, run.stdout + run.stderr
     tagged = run.task("Authorize from the AMI tags")
     assert tagged["boot_mode"] == "secure_boot" and tagged["pcrs"] == ["PCR7"]
     assert tagged["statement"]["Condition"] == {"StringEqualsIgnoreCase": {
         "kms:RecipientAttestation:NitroTPMPCR7": "e" * 96}}
     assert tagged["weaknesses"] == []
+    legacy = run.task("Authorize without PCR12, explicitly")
+    assert legacy["changed"] and legacy["statement_id"] == "AttestableAMI-legacy_20image"
+    assert list(legacy["statement"]["Condition"]["StringEqualsIgnoreCase"]) == ["kms:RecipientAttestation:NitroTPMPCR4"]
+    assert any("GHSA-xrv8-2pf5-f3q7" in w for w in legacy["warnings"])
     failed = run.task("Authorize an AMI without measurement tags")
     assert failed["failed"] and "has no attestable:HashAlgorithm" in failed["msg"]
     assert run.task("Retire the image in check mode")["changed"] is True
