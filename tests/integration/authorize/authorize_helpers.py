@@ -55,5 +55,3 @@ class Aws(object):
         tags = [{"Key": "attestable:" + k, "Value": v} for k, v in m.items()]
         ec2.create_tags(Resources=[image_id], Tags=tags)
         return image_id
-
-

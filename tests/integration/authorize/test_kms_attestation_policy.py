@@ -209,14 +209,14 @@ def test_bad_input_fails_clearly_and_leaves_the_policy(aws, run_playbook):
     key = aws.create_key(SAFE_POLICY)
     before_text = aws.policy_text(key["KeyId"])
     tasks = []
-    for name, override, _ in BAD_INPUTS:
+    for name, override, dummy_message in BAD_INPUTS:
         args = {"key_id": key["Arn"], "image": "ami-0aaaaaaaaaaaaaaa1", "measurements": A, "principals": [APP_ROLE]}
         args.update(override)
         tasks.append("- name: Try %s\n  attestable.ami.kms_attestation_policy: %s\n  ignore_errors: true\n"
                      % (name, json.dumps(args)))
     run = run_playbook(play("".join(tasks)), {"endpoint": aws.url})
     assert run.rc == 0, run.stdout + run.stderr
-    for name, _, message in BAD_INPUTS:
+    for name, dummy_override, message in BAD_INPUTS:
         result = run.task("Try %s" % name)
         assert result.get("failed") is True, name
         assert message in result["msg"], (name, result["msg"])
@@ -228,9 +228,9 @@ def test_refuses_to_write_a_policy_without_administrators(aws, run_playbook):
     only_encrypt = {"Version": "2012-10-17", "Statement": [ENCRYPT_STATEMENT]}
     key = aws.create_key(only_encrypt)
     before_text = aws.policy_text(key["KeyId"])
-    run = run_playbook(play(authorize_task("Authorize A", "ami-0aaaaaaaaaaaaaaa1", A).replace(
-        "  register:", "  ignore_errors: true\n  register:")), {"endpoint": aws.url, "key_id": key["KeyId"],
-                                                                  "role": APP_ROLE})
+    tasks = authorize_task("Authorize A", "ami-0aaaaaaaaaaaaaaa1", A).replace(
+        "  register:", "  ignore_errors: true\n  register:")
+    run = run_playbook(play(tasks), {"endpoint": aws.url, "key_id": key["KeyId"], "role": APP_ROLE})
     result = run.task("Authorize A")
     assert result["failed"] and "lock the key's administrators out" in result["msg"]
     assert aws.policy_text(key["KeyId"]) == before_text

@@ -3,7 +3,7 @@ import copy
 import json
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.attestable.ami.plugins.module_utils import kms_policy as kp

@@ -79,8 +79,9 @@ def test_explicit_deny_wins():
     decision = evaluate(p, ROLE, "kms:Decrypt", {"PCR4": A4, "PCR12": "1" * 96})
     assert not decision.allowed and decision.denying == [1]
     # Negated operator, key absent from the request: the condition holds, the Deny applies.
-    p2 = policy(allow(None, action=("kms:*",)), allow({"StringNotEqualsIgnoreCase": {KEY + "4": A4}}, principal="*",
-                                                     action=("kms:Decrypt",), effect="Deny"))
+    deny_unless_a = allow({"StringNotEqualsIgnoreCase": {KEY + "4": A4}}, principal="*", action=("kms:Decrypt",),
+                          effect="Deny")
+    p2 = policy(allow(None, action=("kms:*",)), deny_unless_a)
     assert not allows(p2, ROLE, "kms:Decrypt", None)
     assert allows(p2, ROLE, "kms:Encrypt", None)
 
