@@ -52,7 +52,8 @@ def inputs(tmp_path_factory):
     uki = images.build_uki(directory, name="uki.efi")
     with open(uki, "rb") as handle:
         uki_bytes = handle.read()
-    stub = bytearray(open(images.STUB, "rb").read())
+    with open(images.STUB, "rb") as handle:
+        stub = bytearray(handle.read())
     e_lfanew = int.from_bytes(stub[0x3C:0x40], "little")
     stub[e_lfanew + 24:e_lfanew + 26] = (0x10B).to_bytes(2, "little")  # PE32 optional header magic
     return {

@@ -27,6 +27,11 @@ def assert_clean_failure(result, *words):
     assert "module_stderr" not in result
 
 
+def vector_measured(vector_uki):
+    with open(os.path.join(os.path.dirname(vector_uki), "measured.json")) as handle:
+        return json.load(handle)
+
+
 def diff_of(result):
     diff = result["diff"]
     return diff[0] if isinstance(diff, list) else diff
@@ -44,8 +49,7 @@ def test_vector_and_secure_boot(run_playbook, vector_uki, firmware_measurements,
     vector = result.task("Vector, both banks")
     assert vector["changed"] is False
     assert vector["measurements"] == firmware_measurements
-    assert vector["banks"]["sha256"]["PCR4"] == json.load(
-        open(os.path.join(os.path.dirname(vector_uki), "measured.json")))["sha256"]["PCR4"]
+    assert vector["banks"]["sha256"]["PCR4"] == vector_measured(vector_uki)["sha256"]["PCR4"]
     assert vector["engines"] == ["python"]  # no nitro-tpm-pcr-compute on this machine's PATH: python only
     assert vector["secure_boot"] is False
     assert [e["pcr"] for e in vector["events"]] == [4, 4, 4, 4, 7, 7, 7, 7, 7, 7]
@@ -163,8 +167,7 @@ def test_engines_with_stand_in_tool(run_playbook, vector_uki, firmware_measureme
     assert tool_only["engines"] == ["nitro-tpm-pcr-compute"] and tool_only["events"] == []
     assert tool_only["measurements"] == wrong  # what the tool printed, unchecked by design
     assert tool_only["secure_boot"] is True
-    assert tool_only["images"][0]["sha256"] == json.load(
-        open(os.path.join(os.path.dirname(vector_uki), "measured.json")))["uki_sha256"]
+    assert tool_only["images"][0]["sha256"] == vector_measured(vector_uki)["uki_sha256"]
     with open(disagreeing + ".argv") as handle:
         assert json.load(handle) == ["--image", vector_uki, "--PK", inputs["pk"], "--db", inputs["db"]]
 
@@ -194,6 +197,8 @@ def test_bad_inputs(run_playbook, inputs):
          [inputs["uki"], "unsigned"]),
         ("Empty image list", {"images": []}, ["images"]),
         ("Unknown bank", {"images": [inputs["uki"]], "banks": ["sha1"]}, ["banks", "sha1"]),
+        ("Dest directory missing", {"images": [inputs["uki"]], "dest": os.path.join(inputs["dir"], "no", "m.json")},
+         ["no/m.json", "directory does not exist"]),
     ]
     result = run_playbook(playbook(*[(name, args) for name, args, _words in cases]))
     for name, _args, words in cases:
