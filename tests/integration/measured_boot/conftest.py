@@ -1,4 +1,4 @@
-"""Fixtures for the measured_boot tests: UKIs built once per module from real parts, Secure Boot keys.
+"""Fixtures for the measured_boot tests: UKIs built once per session from real parts, Secure Boot keys.
 
 The UKIs come from scripts/build-uki.sh (Debian cloud kernel from apt, busybox-static initrd, systemd stub 252);
 the Secure Boot key is generated here with openssl, its ESL made with efitools' cert-to-efi-sig-list (an
@@ -21,20 +21,20 @@ def build_uki(output, *args):
     return output
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def parts_dir():
     path = tempfile.mkdtemp(prefix="mb-parts-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uki(parts_dir):
     """A reproducible (unsigned) UKI."""
     return build_uki(os.path.join(parts_dir, "uki.efi"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def secure_boot(parts_dir):
     """A UKI signed with sbsign by a fresh key, and that key's certificate as PK/KEK/db ESL files.
 
