@@ -76,6 +76,10 @@ def check_inputs(params):
                                 "(a raw GPT disk image)")
     if params.get("uki"):
         _check_file("uki", params["uki"], "expected a Unified Kernel Image or other EFI application")
+        with open(params["uki"], "rb") as handle:
+            if handle.read(2) != b"MZ":
+                raise MeasuredBootError("uki: %s is not a PE/EFI image (no 'MZ' header); expected a Unified "
+                                        "Kernel Image or other EFI application" % params["uki"])
     else:
         _check_file("disk", params["disk"], "expected a raw GPT disk image")
         try:

@@ -40,11 +40,18 @@ def test_bad_expected_is_refused_naming_the_problem(expected, message):
     ({"uki": "/nonexistent.efi"}, "uki: /nonexistent.efi is not a file"),
     ({"disk": "/nonexistent.raw"}, "disk: /nonexistent.raw is not a file"),
     ({"uki": __file__, "arch": "riscv64"}, "arch: 'riscv64' is not supported"),
-    ({"uki": __file__, "firmware_code": "/nonexistent/CODE.fd"}, "firmware_code: /nonexistent/CODE.fd is not a file"),
+    ({"uki": __file__}, "is not a PE/EFI image"),
 ])
 def test_bad_inputs_are_refused_before_booting(params, message):
     with pytest.raises(MeasuredBootError, match=message):
         check_inputs(dict(params))
+
+
+def test_a_uki_that_is_no_pe_image_is_refused(tmp_path):
+    text = tmp_path / "uki.efi"
+    text.write_bytes(b"#!/bin/sh\n")
+    with pytest.raises(MeasuredBootError, match="uki: .*uki.efi is not a PE/EFI image"):
+        check_inputs({"uki": str(text)})
 
 
 def test_bad_esl_is_refused(tmp_path):
@@ -52,8 +59,10 @@ def test_bad_esl_is_refused(tmp_path):
     code.write_bytes(b"\0")
     esl = tmp_path / "pk.esl"
     esl.write_bytes(b"\x01" * 10)
+    uki = tmp_path / "uki.efi"
+    uki.write_bytes(b"MZ" + b"\0" * 62)
     with pytest.raises(MeasuredBootError, match="pk: .*pk.esl is not a valid EFI signature list"):
-        check_inputs({"uki": __file__, "firmware_code": str(code), "firmware_vars": str(code), "pk": str(esl)})
+        check_inputs({"uki": str(uki), "firmware_code": str(code), "firmware_vars": str(code), "pk": str(esl)})
 
 
 def test_side_by_side_pairs_the_nth_events_of_a_pcr():
@@ -69,8 +78,17 @@ def test_side_by_side_pairs_the_nth_events_of_a_pcr():
     assert rows[2]["predicted_description"] is None
 
 
-@pytest.mark.skipif(os.path.exists("/usr/share/AAVMF/AAVMF_CODE.fd"), reason="AAVMF is installed here")
+@pytest.mark.skipif(os.path.exists("/usr/share/AAVMF/AAVMF_CODE.fd")
+                    or not os.path.exists("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
+                    reason="AAVMF is installed here, or there is no EFI stub to stand for a UKI")
 def test_aarch64_without_aavmf_names_the_packages_to_install():
     with pytest.raises(MeasuredBootError, match="firmware_code: /usr/share/AAVMF/AAVMF_CODE.fd is not a file .*"
                                                 "qemu-efi-aarch64"):
-        check_inputs({"uki": __file__, "arch": "aarch64"})
+        check_inputs({"uki": "/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "arch": "aarch64"})
+
+
+def test_a_missing_firmware_file_is_named(tmp_path):
+    uki = tmp_path / "uki.efi"
+    uki.write_bytes(b"MZ" + b"\0" * 62)
+    with pytest.raises(MeasuredBootError, match="firmware_code: /nonexistent/CODE.fd is not a file"):
+        check_inputs({"uki": str(uki), "firmware_code": "/nonexistent/CODE.fd"})
