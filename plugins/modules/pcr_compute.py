@@ -211,57 +211,76 @@ def _sha256_of(path):
     return digest.hexdigest()
 
 
-def _run_tool(module, inputs):
+def _python_engine(module, inputs):
+    engine = module.params["engine"]
+    if PEFILE_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("pefile", reason="for engine=%s" % engine),
+                         exception=PEFILE_IMPORT_ERROR)
+    try:
+        return pcr_engine.compute(banks=module.params["banks"], **inputs)
+    except pcr_engine.PcrError as exc:
+        module.fail_json(msg=str(exc))
+
+
+def _tool_wanted(module):
+    engine = module.params["engine"]
+    if engine == TOOL:
+        return True
+    if engine != "auto":
+        return False
+    try:
+        return nitro_tpm_tool.find(module.params["tool_path"]) is not None
+    except nitro_tpm_tool.ToolError as exc:  # a tool_path that is not an executable
+        module.fail_json(msg=str(exc))
+
+
+def _tool_engine(module, inputs):
+    for path in inputs["images"]:
+        if not os.path.isfile(path):
+            module.fail_json(msg="image %s: no such file" % path)
     try:
         return nitro_tpm_tool.run(tool_path=module.params["tool_path"], **inputs)
     except nitro_tpm_tool.ToolError as exc:
         module.fail_json(msg=str(exc))
 
 
+def _fail_on_disagreement(module, python, tool):
+    if tool["measurements"] == python["measurements"]:
+        return
+    differing = [k for k in ("PCR4", "PCR7", "PCR12") if tool["measurements"][k] != python["measurements"][k]]
+    module.fail_json(
+        msg="the engines disagree on %s: python computed %s, nitro-tpm-pcr-compute printed %s. Do not use either "
+            "value in a key policy until this is understood; the events show what the python engine extended."
+            % (", ".join(differing), json.dumps(python["measurements"]), json.dumps(tool["measurements"])),
+        python=python["measurements"], nitro_tpm_pcr_compute=tool["measurements"], differing=differing,
+        events=python["events"], images=python["images"])
+
+
 def _compute(module, inputs):
     """The result fields (without changed/dest) for the engine(s) asked for."""
-    engine = module.params["engine"]
-    banks = module.params["banks"]
     result = {"engines": [], "events": [], "secure_boot": inputs["pk"] is not None}
     python = None
-    if engine in ("auto", "python"):
-        if PEFILE_IMPORT_ERROR:
-            module.fail_json(msg=missing_required_lib("pefile", reason="for engine=%s" % engine),
-                             exception=PEFILE_IMPORT_ERROR)
-        try:
-            python = pcr_engine.compute(banks=banks, **inputs)
-        except pcr_engine.PcrError as exc:
-            module.fail_json(msg=str(exc))
+    if module.params["engine"] in ("auto", "python"):
+        python = _python_engine(module, inputs)
         result.update(measurements=python["measurements"], banks=python["banks"], events=python["events"],
                       images=python["images"])
         result["engines"].append("python")
-    elif banks != ["sha384"]:
+    elif module.params["banks"] != ["sha384"]:
         module.fail_json(msg="banks %s: nitro-tpm-pcr-compute computes SHA-384 only; use engine=python or auto"
-                         % ", ".join(banks))
+                         % ", ".join(module.params["banks"]))
 
-    tool_wanted = engine == TOOL or (engine == "auto" and nitro_tpm_tool.find(module.params["tool_path"]))
-    if tool_wanted:
-        if python is None:
-            for path in inputs["images"]:
-                if not os.path.isfile(path):
-                    module.fail_json(msg="image %s: no such file" % path)
-        tool = _run_tool(module, inputs)
+    if _tool_wanted(module):
+        tool = _tool_engine(module, inputs)
         result["engines"].append(TOOL)
         result["tool"] = {"path": tool["tool"], "version": tool["version"]}
-        if python is None:
+        if python is not None:
+            _fail_on_disagreement(module, python, tool)
+        else:
             result["measurements"] = tool["measurements"]
-            result["images"] = [{"path": p, "sha256": _sha256_of(p)} for p in inputs["images"]]
-        elif tool["measurements"] != python["measurements"]:
-            differing = [k for k in ("PCR4", "PCR7", "PCR12")
-                         if tool["measurements"][k] != python["measurements"][k]]
-            module.fail_json(
-                msg="the engines disagree on %s: python computed %s, nitro-tpm-pcr-compute printed %s. "
-                    "Do not use either value in a key policy until this is understood; the events show what "
-                    "the python engine extended." % (", ".join(differing),
-                                                     json.dumps(python["measurements"]),
-                                                     json.dumps(tool["measurements"])),
-                python=python["measurements"], nitro_tpm_pcr_compute=tool["measurements"],
-                differing=differing, events=python["events"], images=python["images"])
+            try:
+                result["images"] = [{"path": p, "sha256": _sha256_of(p)} for p in inputs["images"]]
+            except pcr_engine.PcrError as exc:
+                module.fail_json(msg=str(exc))
     return result
 
 

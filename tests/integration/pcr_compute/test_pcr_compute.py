@@ -142,6 +142,7 @@ def test_engines_with_stand_in_tool(run_playbook, vector_uki, firmware_measureme
         ("Tool only with sha256", {"images": [vector_uki], "engine": "nitro-tpm-pcr-compute", "banks": ["sha256"]}),
         ("Tool only, not installed", {"images": [vector_uki], "engine": "nitro-tpm-pcr-compute",
                                       "tool_path": str(tmp_path / "missing")}),
+        ("Auto with a tool_path that is no executable", {"images": [vector_uki], "tool_path": str(tmp_path)}),
     )
     result = run_playbook(book, env={"PATH": "%s:%s" % (bin_dir, os.environ["PATH"])})
 
@@ -173,6 +174,8 @@ def test_engines_with_stand_in_tool(run_playbook, vector_uki, firmware_measureme
 
     assert_clean_failure(result.task("Tool only with sha256"), "SHA-384 only")
     assert_clean_failure(result.task("Tool only, not installed"), "not an executable file", "missing")
+    assert_clean_failure(result.task("Auto with a tool_path that is no executable"), "not an executable file",
+                         str(tmp_path))
 
 
 def test_tool_only_not_on_path(run_playbook, inputs):
