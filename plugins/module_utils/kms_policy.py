@@ -282,11 +282,18 @@ def _candidate_principals(policy):
     return found
 
 
+def _simulate(policy, principal, action):
+    try:
+        return simulator.evaluate(policy, principal, action)
+    except simulator.SimulatorError as exc:
+        raise PolicyError("cannot analyse the key policy (%s); fix the policy or remove the statement at fault" % exc)
+
+
 def administrators(policy):
     """Principals that can run kms:PutKeyPolicy under this policy without an attestation document."""
     policy = parse_policy(policy)
     return [p for p in _candidate_principals(policy)
-            if simulator.allows(policy, p, "kms:PutKeyPolicy")]
+            if _simulate(policy, p, "kms:PutKeyPolicy").allowed]
 
 
 def check_lockout(before, after):
@@ -318,7 +325,7 @@ def weaknesses(policy, principals, actions):
     found = {}
     for principal in principals:
         for action in actions:
-            decision = simulator.evaluate(unowned, principal, action)
+            decision = _simulate(unowned, principal, action)
             if decision.allowed:
                 for index in decision.allowing:
                     found.setdefault(index, ([], []))

@@ -295,6 +295,14 @@ def test_lockout_check():
         kp.check_lockout({"Statement": []}, {"Statement": after["Statement"][1:]})
 
 
+def test_unanalysable_policies_are_refused_with_a_policy_error():
+    broken = {"Statement": [ADMIN_STATEMENT, {"Sid": "No effect", "Principal": "*", "Action": "kms:*"}]}
+    with pytest.raises(kp.PolicyError, match="cannot analyse the key policy.*Effect"):
+        kp.administrators(broken)
+    with pytest.raises(kp.PolicyError, match="cannot analyse"):
+        kp.weaknesses(broken, [ROLE], kp.DEFAULT_ACTIONS)
+
+
 # ---- read, merge, re-read, write ------------------------------------------------------------------------
 
 class Store(object):
