@@ -16,8 +16,12 @@ description:
     AWS's C(nitro-tpm-pcr-compute) reports them, for use in KMS key policies.
   - PCR4 holds the Authenticode digest of each image in load order and, for a Unified Kernel Image whose
     systemd-stub is older than 258 (older than 252 under Secure Boot), of the kernel in its C(.linux) section.
-    PCR7 holds the Secure Boot state and variables and, under Secure Boot, the db certificate that authorised
-    each image. PCR12 stays zero for a UKI booted with its own command line.
+    The stub version comes from the UKI's C(.sdmagic) section, or is 252 for an Amazon Linux 2023 C(.osrel);
+    a UKI that tells neither is an error, as with AWS's tool.
+  - PCR7 holds the Secure Boot state and variables and, under Secure Boot, the db certificate that authorised
+    each image.
+  - PCR12 stays zero for a UKI booted with its own command line. A standard-boot key policy must bind it
+    (advisory GHSA-xrv8-2pf5-f3q7), so a tool that reports no PCR12 (older than 1.1.0) is an error.
   - The built-in Python engine runs on the controller and on an AL2023 builder alike, for any architecture.
     With O(engine=auto) it is cross-checked against C(nitro-tpm-pcr-compute) whenever that tool is installed,
     and the task fails if the two disagree.
