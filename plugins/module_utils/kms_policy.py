@@ -22,7 +22,6 @@ from ansible_collections.attestable.ami.plugins.module_utils import kms_policy_s
 SID_PREFIX = "AttestableAMI-"
 CONDITION_OPERATOR = "StringEqualsIgnoreCase"
 POLICY_SIZE_LIMIT = 32768  # bytes; KMS's key policy size quota
-POLICY_VERSION = "2012-10-17"
 
 # The operations whose request carries a Recipient (and so the NitroTPM condition keys) and that a key
 # policy can grant. kms:GenerateRandom also takes a Recipient, but is not a key operation.
@@ -272,10 +271,10 @@ def _candidate_principals(policy):
             block = statement.get(field) if isinstance(statement, dict) else None
             if block is None:
                 continue
-            values = ["*"] if block == "*" else simulator._as_list(block.get("AWS")) if isinstance(block, dict) else []
+            values = ["*"] if block == "*" else simulator.as_list(block.get("AWS")) if isinstance(block, dict) else []
             for value in values:
                 value = str(value)
-                if simulator._ACCOUNT.match(value):
+                if simulator.ACCOUNT_ID.match(value):
                     value = "arn:aws:iam::%s:root" % value
                 if value not in found:
                     found.append(value)
@@ -340,7 +339,7 @@ def weaknesses(policy, principals, actions):
         message = ("key policy %s lets %s run %s without attestation"
                    % (_describe(statement, index), ", ".join(who), ", ".join(what)))
         block = statement.get("Principal")
-        names = ["*"] if block == "*" else simulator._as_list(block.get("AWS")) if isinstance(block, dict) else []
+        names = ["*"] if block == "*" else simulator.as_list(block.get("AWS")) if isinstance(block, dict) else []
         accounts = sorted(set(simulator.principal_account(str(n)) for n in names
                               if simulator.is_account_principal(str(n))))
         if accounts:

@@ -34,7 +34,7 @@ class SimulatorError(ValueError):
 
 PCR_KEY_PREFIX = "kms:RecipientAttestation:NitroTPMPCR"
 
-_ACCOUNT = re.compile(r"^[0-9]{12}$")
+ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 _ROOT_ARN = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):root$")
 _IAM_ARN = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):(role|user)/(.+)$")
 _SESSION_ARN = re.compile(r"^arn:aws[a-z-]*:sts::([0-9]{12}):assumed-role/([^/]+)/.+$")
@@ -42,7 +42,7 @@ _PCR_NAME = re.compile(r"^(?:(?:kms:RecipientAttestation:)?NitroTPM)?(?:PCR)?([0
                        re.IGNORECASE)
 
 
-def _as_list(value):
+def as_list(value):
     if value is None:
         return []
     if isinstance(value, list):
@@ -99,14 +99,14 @@ def principal_account(principal):
         match = pattern.match(principal)
         if match:
             return match.group(1)
-    if _ACCOUNT.match(principal):
+    if ACCOUNT_ID.match(principal):
         return principal
     return None
 
 
 def is_account_principal(value):
     """True for '111122223333' and arn:aws:iam::111122223333:root (a whole account)."""
-    return bool(_ACCOUNT.match(value) or _ROOT_ARN.match(value))
+    return bool(ACCOUNT_ID.match(value) or _ROOT_ARN.match(value))
 
 
 def _principal_matches(requester, value):
@@ -131,7 +131,7 @@ def _principal_values(block, where):
     values = []
     for kind, names in block.items():
         if kind == "AWS":
-            values.extend(str(name) for name in _as_list(names))
+            values.extend(str(name) for name in as_list(names))
         # Service, Federated and CanonicalUser principals never name an IAM role or user.
     return values
 
@@ -152,9 +152,9 @@ def action_matches(pattern, action):
 
 def _statement_action_applies(statement, action):
     if "Action" in statement:
-        return any(action_matches(p, action) for p in _as_list(statement["Action"]))
+        return any(action_matches(p, action) for p in as_list(statement["Action"]))
     if "NotAction" in statement:
-        return not any(action_matches(p, action) for p in _as_list(statement["NotAction"]))
+        return not any(action_matches(p, action) for p in as_list(statement["NotAction"]))
     return False
 
 
@@ -241,16 +241,16 @@ def _conditions_match(conditions, context, where):
         qualifier, name, if_exists = _split_operator(operator)
         for key, policy_values in keys.items():
             present = _lookup(context, key)
-            request_values = None if present is None else _as_list(present)
+            request_values = None if present is None else as_list(present)
             if name == "Null":
                 # "true": the key must be absent; "false": it must be present.
-                wanted = [str(v).lower() for v in _as_list(policy_values)]
+                wanted = [str(v).lower() for v in as_list(policy_values)]
                 absent = request_values is None
                 if not any((w == "true") == absent for w in wanted):
                     return False
                 continue
             if not _condition_key_matches(qualifier, name, if_exists, request_values,
-                                          _as_list(policy_values), "%s.Condition.%s" % (where, operator)):
+                                          as_list(policy_values), "%s.Condition.%s" % (where, operator)):
                 return False
     return True
 
@@ -294,7 +294,7 @@ def evaluate(policy, principal, action, pcrs=None, context=None):
         raise SimulatorError("action must look like 'kms:Decrypt', got %r" % (action,))
     ctx = request_context(principal, pcrs, context)
     allowing, denying = [], []
-    for i, statement in enumerate(_as_list(policy["Statement"])):
+    for i, statement in enumerate(as_list(policy["Statement"])):
         where = "policy.Statement[%d]" % i
         if statement_applies(statement, principal, action, ctx, where):
             (allowing if statement["Effect"] == "Allow" else denying).append(i)
