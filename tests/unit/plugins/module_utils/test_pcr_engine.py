@@ -201,6 +201,17 @@ def test_secure_boot_image_not_authorised_by_db(secure_boot, uki, reason):
     assert path in str(info.value)
 
 
+def test_al2023_uki_without_sdmagic(secure_boot, tmp_path):
+    """AL2023's stub counts as 252: the kernel is measured in standard boot, not under Secure Boot."""
+    uki = secure_boot["keys"]["db1"].sign(images.build_uki(tmp_path, osrel=images.AL2023_OSREL, remove_sdmagic=True))
+    standard = pcr_engine.compute([uki])
+    secure = pcr_engine.compute([uki], **secure_boot["files"])
+    assert [e["type"] for e in standard["events"] if e["pcr"] == 4][2:] == ["EV_EFI_BOOT_SERVICES_APPLICATION"] * 2
+    assert standard["events"][3]["digests"]["sha384"] == authenticode(images.SMALL_PE).hex()
+    assert len([e for e in secure["events"] if e["pcr"] == 4]) == 3
+    assert secure["images"][0]["uki"]["stub_major"] == 252
+
+
 def test_secure_boot_without_db(secure_boot):
     with pytest.raises(PcrError, match="no db was given"):
         pcr_engine.compute([secure_boot["ukis"]["a1"]], pk=secure_boot["files"]["pk"])
