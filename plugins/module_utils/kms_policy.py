@@ -322,7 +322,9 @@ def weaknesses(policy, principals, actions):
     unowned["Statement"] = [s if not is_owned(s) else {"Effect": "Allow", "NotPrincipal": "*", "Action": []}
                             for s in statements]
     found = {}
-    for principal in principals:
+    # Account-root statements matter even for another account: its IAM can grant the operations unattested.
+    accounts = [p for p in _candidate_principals(unowned) if simulator.is_account_principal(p) and p not in principals]
+    for principal in list(principals) + accounts:
         for action in actions:
             decision = _simulate(unowned, principal, action)
             if decision.allowed:

@@ -277,6 +277,9 @@ def test_weaknesses_name_root_and_unconditional_statements():
     found = kp.weaknesses(policy, [ROLE], kp.DEFAULT_ACTIONS)
     assert len(found) == 1 and "'Old decrypt'" in found[0] and "kms:Decrypt" in found[0]
     assert "kms:GenerateDataKey" not in found[0]
+    other_account = dict(ROOT_STATEMENT, Principal={"AWS": "arn:aws:iam::444455556666:root"})
+    found = kp.weaknesses({"Statement": [ADMIN_STATEMENT, other_account]}, [ROLE], kp.DEFAULT_ACTIONS)
+    assert len(found) == 1 and "whole account 444455556666" in found[0]
     safe = authorize({"Statement": [ADMIN_STATEMENT]}, "ami-a", measurements("a" * 96)).policy
     assert kp.weaknesses(safe, [ROLE], kp.DEFAULT_ACTIONS) == []
     # A statement bound to other PCRs is not a weakness: it needs attestation too.
