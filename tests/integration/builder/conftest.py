@@ -1,0 +1,56 @@
+"""Fixtures for the builder role tests: boto3 clients on the moto server, and the role's settings for it."""
+import os
+
+import urllib.request
+
+import boto3
+import pytest
+
+PLAYBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "playbooks")
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def builder_playbook():
+    """Path of one of this folder's playbooks."""
+    return lambda name: os.path.join(PLAYBOOKS, name)
+
+
+@pytest.fixture
+def clean_moto(moto_server):
+    """The moto server, emptied first.
+
+    ThreadedMotoServer keeps its state in moto's process-wide backends, so a new server in the same pytest
+    process still holds what earlier tests created; these tests count everything left in the account.
+    """
+    urllib.request.urlopen(urllib.request.Request(moto_server + "/moto-api/reset", method="POST")).close()
+    return moto_server
+
+
+@pytest.fixture
+def ec2(clean_moto):
+    """A boto3 EC2 client on the (emptied) moto server."""
+    return boto3.client("ec2", endpoint_url=clean_moto, region_name=REGION)
+
+
+@pytest.fixture
+def ssm(moto_server):
+    """A boto3 SSM client on the moto server."""
+    return boto3.client("ssm", endpoint_url=moto_server, region_name=REGION)
+
+
+@pytest.fixture
+def builder_vars(moto_server):
+    """Role settings for launching against moto.
+
+    moto runs no machines: its instances have made-up addresses that nothing answers on, so waiting for the
+    connection and installing packages are switched off (the role's documented switches for this case).
+    198.51.100.7 (TEST-NET-2) stands for the controller's public address.
+    """
+    return {
+        "builder_aws_region": REGION,
+        "builder_aws_endpoint_url": moto_server,
+        "builder_ssh_cidr": "198.51.100.7",
+        "builder_wait_for_connection": False,
+        "builder_install_packages": False,
+    }
