@@ -101,7 +101,8 @@ options:
     aliases: ['resource_tags']
   measurements:
     description:
-      - Reference measurements as M(attestable.ami.pcr_compute) returns them,
+      - >-
+        Reference measurements as M(attestable.ami.pcr_compute) returns them,
         C({"HashAlgorithm": "SHA384", "PCR4": "<96 hex>", "PCR7": ..., "PCR12": ...}); other keys are ignored.
     type: dict
   regions:
@@ -337,8 +338,8 @@ class Publisher(object):
                                          check_measurements=self.params["measurements"] is not None)
         if problems:
             self.fail("An AMI named %r already exists in %s (%s) with different content: %s. Use a new name, or "
-                      "remove it first with state: absent." % (self.params["name"], region, image["ImageId"],
-                                                              "; ".join(problems)))
+                      "remove it first with state: absent."
+                      % (self.params["name"], region, image["ImageId"], "; ".join(problems)))
 
     def present(self):
         params = self.params

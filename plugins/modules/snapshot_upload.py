@@ -61,7 +61,7 @@ options:
     default: false
   kms_key_id:
     description:
-      - ARN of the KMS key that encrypts the snapshot (default: the account's EBS default key).
+      - ARN of the KMS key that encrypts the snapshot (by default the account's EBS default key).
     type: str
   workers:
     description:

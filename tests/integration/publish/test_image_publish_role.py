@@ -42,7 +42,7 @@ def test_role_publishes_and_records_the_amis(run_playbook, aws_proxy, aws, spars
     assert snapshot["region"] == "us-east-1"
     assert snapshot["image_sha256"] == sparse_image["sha256"]
     assert snapshot["volume_size"] == 1
-    data, _ = read_back(aws.client("ebs"), snapshot["snapshot_id"], sparse_image["size"])
+    data = read_back(aws.client("ebs"), snapshot["snapshot_id"], sparse_image["size"])[0]
     assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
 
     amis = manifest["amis"]

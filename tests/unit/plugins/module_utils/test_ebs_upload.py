@@ -89,11 +89,11 @@ def write_image(tmp_path, size, chunks):
 def test_iter_blocks_pads_only_the_last_block():
     data = b"x" * (2 * BLOCK_SIZE + 10)
     blocks = list(ebs_upload.iter_blocks(io.BytesIO(data)))
-    assert [i for i, _ in blocks] == [0, 1, 2]
-    assert [len(b) for _, b in blocks] == [BLOCK_SIZE, BLOCK_SIZE, 10]
+    assert [item[0] for item in blocks] == [0, 1, 2]
+    assert [len(item[1]) for item in blocks] == [BLOCK_SIZE, BLOCK_SIZE, 10]
     assert len(ebs_upload.pad_block(blocks[2][1])) == BLOCK_SIZE
     assert ebs_upload.pad_block(blocks[2][1])[10:] == bytes(BLOCK_SIZE - 10)
-    assert [len(b) for _, b in ebs_upload.iter_blocks(io.BytesIO(data), size=BLOCK_SIZE + 5)] == [BLOCK_SIZE, 5]
+    assert [len(item[1]) for item in ebs_upload.iter_blocks(io.BytesIO(data), size=BLOCK_SIZE + 5)] == [BLOCK_SIZE, 5]
 
 
 def test_zero_detection_and_sizes():
