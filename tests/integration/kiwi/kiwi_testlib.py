@@ -12,8 +12,7 @@ import textwrap
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-ROOT = os.path.dirname(ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 DESCRIPTIONS = os.path.join(HERE, "descriptions")
 
 
@@ -51,8 +50,12 @@ def render_debian_description(name, dest):
     return dest
 
 
-def run_playbook_text(playbook, workdir, extra_vars=None, check=False):
-    """Run a playbook (YAML text) with the json callback; returns (proc, {task name: [host results]})."""
+def run_playbook_text(playbook, workdir, extra_vars=None, check=False, inventory=None):
+    """Run a playbook (YAML text) with the json callback; returns (proc, {task name: [host results]}, json).
+
+    Each host result carries its host name under "_host". inventory: a dict {host: {var: value}} of hosts
+    that all run locally (each one a separate set of role variables).
+    """
     path = os.path.join(str(workdir), "playbook-%d.yml" % len(os.listdir(str(workdir))))
     with open(path, "w") as handle:
         handle.write(textwrap.dedent(playbook))
@@ -61,6 +64,14 @@ def run_playbook_text(playbook, workdir, extra_vars=None, check=False):
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
+    if inventory is not None:
+        inventory_path = path[:-4] + "-inventory.json"
+        hosts = {}
+        for host, host_vars in inventory.items():
+            hosts[host] = dict(host_vars, ansible_connection="local", ansible_python_interpreter=sys.executable)
+        with open(inventory_path, "w") as handle:
+            json.dump({"all": {"hosts": hosts}}, handle)
+        cmd += ["-i", inventory_path]
     env = dict(os.environ)
     env.update({
         "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
@@ -77,6 +88,7 @@ def run_playbook_text(playbook, workdir, extra_vars=None, check=False):
         data = {"plays": []}
     for play in data.get("plays", []):
         for task in play.get("tasks", []):
-            for host_result in task.get("hosts", {}).values():
+            for host, host_result in task.get("hosts", {}).items():
+                host_result["_host"] = host
                 results.setdefault(task["task"]["name"], []).append(host_result)
     return proc, results, data
