@@ -21,7 +21,8 @@ BLOCK = 512 * 1024
 
 
 class FaultRule(object):
-    """Answer requests whose "METHOD path" matches `pattern` with the given errors, in turn, then forward."""
+    """Answer requests whose "METHOD path[ Action=X]" matches `pattern` with the given errors, in turn, then
+    forward. EC2 query calls are all "POST /", so their Action is part of the line matched."""
 
     def __init__(self, pattern, errors):
         self.pattern = re.compile(pattern)
@@ -47,13 +48,20 @@ class RecordingProxy(object):
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                proxy._record(self.command, self.path, self.headers, body)
-                fault = proxy._fault_for(self.command, self.path)
+                entry = proxy._record(self.command, self.path, self.headers, body)
+                fault = proxy._fault_for(self.command, self.path, entry["params"].get("Action"))
                 if fault is not None:
                     status, code = fault
-                    payload = json.dumps({"__type": code, "message": "injected by the test proxy"}).encode()
+                    if entry["params"].get("Action"):  # EC2 query API: XML errors
+                        payload = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>%s"
+                                   "</Code><Message>injected by the test proxy</Message></Error></Errors>"
+                                   "<RequestID>test</RequestID></Response>" % code).encode()
+                        content_type = "text/xml"
+                    else:  # EBS direct APIs: JSON errors
+                        payload = json.dumps({"__type": code, "message": "injected by the test proxy"}).encode()
+                        content_type = "application/json"
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("x-amzn-ErrorType", code)
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -88,9 +96,10 @@ class RecordingProxy(object):
             entry["params"] = dict((k, v[0]) for k, v in parse_qs(body.decode("utf-8")).items())
         with self.lock:
             self.requests.append(entry)
+        return entry
 
-    def _fault_for(self, method, path):
-        line = "%s %s" % (method, path)
+    def _fault_for(self, method, path, action=None):
+        line = "%s %s" % (method, path) + (" Action=%s" % action if action else "")
         with self.lock:
             for rule in self.rules:
                 if rule.pattern.search(line):

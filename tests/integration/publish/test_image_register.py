@@ -130,9 +130,13 @@ def test_register_sends_nitrotpm_uefi_request_and_is_idempotent(run_playbook, aw
 def test_check_mode_registers_nothing(run_playbook, aws_proxy, aws, snapshot_id):
     before = aws.image_ids()
     run = run_playbook(REGISTER, extra_vars={"endpoint": aws_proxy.url, "snapshot_id": snapshot_id,
-                                             "measurements": MEASUREMENTS}, check=True)
+                                             "measurements": MEASUREMENTS}, check=True, diff=True)
     assert run.rc == 0, run.stdout
     assert run.task("Register the AMI")["changed"] is True
+    diff = run.task("Register the AMI")["diff"]
+    assert diff["before"] == {"us-east-1": {}}
+    assert diff["after"]["us-east-1"]["image_id"] == "(new)"
+    assert diff["after"]["us-east-1"]["tags"]["attestable:PCR7"] == MEASUREMENTS["PCR7"]
     assert aws_proxy.calls("RegisterImage") == []
     assert aws.image_ids() == before
 
@@ -188,6 +192,20 @@ def test_copy_share_and_absent(run_playbook, aws_proxy, aws, snapshot_id):
     still_gone = register(run_playbook, aws_proxy, state="absent", regions=["eu-west-1"], delete_snapshots=True)
     assert still_gone.rc == 0, still_gone.stdout
     assert still_gone.task("Register the AMI")["changed"] is False
+
+
+def test_failed_copy_deregisters_what_the_run_registered(run_playbook, aws_proxy, aws, snapshot_id):
+    before_source, before_copy = aws.image_ids(), aws.image_ids("eu-west-1")
+    aws_proxy.inject(r"Action=CopyImage$", [(400, "UnauthorizedOperation")], forever=True)
+    run = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS,
+                   regions=["eu-west-1"])
+    assert run.rc != 0
+    assert "Failed to copy" in run.task("Register the AMI")["msg"]
+    registered = aws_proxy.calls("RegisterImage")
+    assert len(registered) == 1
+    deregistered = aws_proxy.calls("DeregisterImage")
+    assert len(deregistered) == 1
+    assert aws.image_ids() == before_source and aws.image_ids("eu-west-1") == before_copy
 
 
 @pytest.mark.parametrize("variables, message", [

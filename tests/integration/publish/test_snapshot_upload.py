@@ -25,6 +25,13 @@ def _upload(run_playbook, endpoint, src, **extra):
 
 
 def test_sparse_image_round_trips_block_by_block(run_playbook, aws_proxy, aws, sparse_image, read_back):
+    before = aws.snapshot_ids()
+    checked = run_playbook(UPLOAD, extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url}, check=True)
+    assert checked.rc == 0, checked.stdout
+    assert checked.task("Upload the image")["changed"] is True
+    assert checked.task("Upload the image")["image_sha256"] == sparse_image["sha256"]
+    assert aws_proxy.block_puts() == [] and aws.snapshot_ids() == before
+
     first = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
     assert first.rc == 0, first.stdout
     result = first.task("Upload the image")
