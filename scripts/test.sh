@@ -15,6 +15,10 @@ collection_copy() {
   mkdir -p "$dest"
   rsync -a --delete --exclude .venv --exclude .venv39 --exclude .build --exclude .cache --exclude .git \
     --exclude .pytest_cache --exclude .hypothesis --exclude __pycache__ --exclude artifacts ./ "$dest/"
+  # amazon.aws comes with the ansible package; sanity's import and doc tests need it beside this collection.
+  local amazon; amazon=$(python -c 'import ansible_collections.amazon.aws as m, os; print(os.path.dirname(list(m.__path__)[0]))')
+  mkdir -p "$dest/../../amazon"
+  rsync -a "$amazon/" "$dest/../../amazon/"
   echo "$dest"
 }
 
