@@ -29,6 +29,12 @@ def write_stand_in(path, measurements):
     return path
 
 
+@pytest.fixture
+def stand_in_tool():
+    """write_stand_in(path, measurements) -> path, for tests to make as many stand-ins as they need."""
+    return write_stand_in
+
+
 @pytest.fixture(scope="module")
 def vector_uki():
     return os.path.join(pcr_test_images.vector(), "uki.efi")

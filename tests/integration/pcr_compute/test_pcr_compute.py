@@ -6,8 +6,6 @@ cannot be built here); its output is the tool's documented format with values ch
 import json
 import os
 
-from conftest import write_stand_in
-
 
 def playbook(*tasks):
     body = "".join("""
@@ -126,13 +124,14 @@ def test_dest_idempotence_check_and_diff_mode(run_playbook, inputs, tmp_path):
     assert check["measurements"] == result.task("Write")["measurements"]
 
 
-def test_engines_with_stand_in_tool(run_playbook, vector_uki, firmware_measurements, inputs, tmp_path):
+def test_engines_with_stand_in_tool(run_playbook, vector_uki, firmware_measurements, inputs, tmp_path,
+                                    stand_in_tool):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    on_path = write_stand_in(str(bin_dir / "nitro-tpm-pcr-compute"), firmware_measurements)
+    on_path = stand_in_tool(str(bin_dir / "nitro-tpm-pcr-compute"), firmware_measurements)
     wrong = dict(firmware_measurements, PCR4="ff" * 48)
-    disagreeing = write_stand_in(str(tmp_path / "disagreeing"), wrong)
-    old = write_stand_in(str(tmp_path / "old"), dict((k, v) for k, v in firmware_measurements.items() if k != "PCR12"))
+    disagreeing = stand_in_tool(str(tmp_path / "disagreeing"), wrong)
+    old = stand_in_tool(str(tmp_path / "old"), dict((k, v) for k, v in firmware_measurements.items() if k != "PCR12"))
     book = playbook(
         ("Auto finds the tool on PATH", {"images": [vector_uki]}),
         ("Auto with a disagreeing tool", {"images": [vector_uki], "tool_path": disagreeing}),
