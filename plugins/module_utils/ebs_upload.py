@@ -31,6 +31,7 @@ BLOCK_SIZE = 512 * 1024
 GIB = 1024 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
 SHA256_TAG = "attestable:image-sha256"
+SIZE_TAG = "attestable:image-size"
 
 RETRYABLE_ERROR_CODES = frozenset([
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",

@@ -354,6 +354,8 @@ class Publisher(object):
             self.check_existing(self.region, image, desired_tags)
             image_id = image["ImageId"]
             self.ensure_tags(self.region, image_id, reg.tag_dict(image.get("Tags")), desired_tags)
+            if image.get("State") == "pending" and params["wait"] and not self.module.check_mode:
+                self.wait("image_available", self.region, ImageIds=[image_id])  # before copying it
         else:
             snap = self.check_snapshot()
             request = reg.build_register_request(

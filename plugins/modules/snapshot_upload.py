@@ -20,9 +20,10 @@ description:
   - Each block write is retried with exponential backoff and jitter on throttling, HTTP 5xx and connection
     errors. When a block cannot be written, the incomplete snapshot is deleted and the module fails.
   - The image is read once, as a stream; memory stays bounded (a queue of about two blocks per worker).
-    Without O(image_sha256) the image is hashed first (one more sequential read) to find an earlier upload.
-  - Idempotent. A completed snapshot is tagged C(attestable:image-sha256) with the image's SHA-256; a later run
-    with the same image and volume size reuses it and reports RV(ignore:changed=false).
+  - Idempotent. A completed snapshot is tagged C(attestable:image-sha256) with the image's SHA-256 and
+    C(attestable:image-size) with its size in bytes; a later run with the same image and volume size reuses it
+    and reports RV(ignore:changed=false). Only when an earlier snapshot of an image of the same size exists is
+    the image hashed before uploading (unless O(image_sha256) is given), so a first upload reads it once.
   - Runs on Python 3.9 with boto3 (AL2023 ships it as C(python3-boto3)), so it can run on the builder, where
     the image is.
 author:
@@ -36,7 +37,7 @@ options:
   image_sha256:
     description:
       - The image's SHA-256 as 64 hex characters, when already known (for example the manifest's
-        C(image.disk_sha256)). Saves hashing the image before looking for an earlier upload.
+        C(image.disk_sha256)). Saves hashing the image when an earlier upload of an image of the same size exists.
       - The upload fails and keeps nothing when the image read does not match.
     type: str
   volume_size:
@@ -130,7 +131,7 @@ volume_size:
   sample: 2
 image_sha256:
   description: SHA-256 of the image (hex).
-  returned: always
+  returned: always (in check mode too; the image is hashed then)
   type: str
 blocks_total:
   description: Number of 512 KiB blocks the image spans.
@@ -176,13 +177,13 @@ from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-def find_snapshot(module, ec2, image_sha256, volume_size, encrypted, kms_key_id):
-    """The newest completed (or completing) snapshot of this image that fits the request, or None."""
+def find_snapshots(module, ec2, image_size, volume_size, encrypted, kms_key_id):
+    """Completed (or completing) snapshots uploaded from an image of this size that fit the request."""
     try:
         paginator = ec2.get_paginator("describe_snapshots")
         snapshots = paginator.paginate(
             OwnerIds=["self"],
-            Filters=[{"Name": "tag:%s" % ebs_upload.SHA256_TAG, "Values": [image_sha256]}],
+            Filters=[{"Name": "tag:%s" % ebs_upload.SIZE_TAG, "Values": [str(image_size)]}],
         ).build_full_result()["Snapshots"]
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         module.fail_json_aws(e, msg="Failed to look for an earlier upload of the image")
@@ -196,7 +197,14 @@ def find_snapshot(module, ec2, image_sha256, volume_size, encrypted, kms_key_id)
             continue
         candidates.append(snap)
     candidates.sort(key=lambda s: (s.get("State") == "completed", str(s.get("StartTime"))))
-    return candidates[-1] if candidates else None
+    return candidates
+
+
+def matching(snapshots, image_sha256):
+    """The newest snapshot tagged with this image digest, or None."""
+    found = [s for s in snapshots
+             if boto3_tag_list_to_ansible_dict(s.get("Tags", [])).get(ebs_upload.SHA256_TAG) == image_sha256]
+    return found[-1] if found else None
 
 
 def tags_to_add(current, wanted):
@@ -223,6 +231,7 @@ def delete_snapshot_quietly(ec2, snapshot_id):
 
 
 def upload(module, ec2, size, image_sha256, volume_size):
+    """Upload the image; image_sha256 (if known) is checked against what is read."""
     params = module.params
     workers = params["workers"]
     config = botocore.config.Config(retries={"total_max_attempts": 1}, max_pool_connections=workers + 2)
@@ -235,9 +244,10 @@ def upload(module, ec2, size, image_sha256, volume_size):
     except ebs_upload.UploadError as e:
         module.fail_json(msg=str(e))
     snapshot_id = figures["snapshot_id"]
+    identity = [{"Key": ebs_upload.SHA256_TAG, "Value": figures["image_sha256"]},
+                {"Key": ebs_upload.SIZE_TAG, "Value": str(size)}]
     try:
-        ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": ebs_upload.SHA256_TAG, "Value": image_sha256}],
-                        aws_retry=True)
+        ec2.create_tags(Resources=[snapshot_id], Tags=identity, aws_retry=True)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
         delete_snapshot_quietly(ec2, snapshot_id)
         module.fail_json_aws(e, msg="Failed to tag snapshot %s with the image digest; it was deleted" % snapshot_id)
@@ -277,13 +287,16 @@ def main():
         module.fail_json(msg="volume_size: %d GiB cannot hold the %d-byte image %s; use at least %d (or leave it "
                              "unset)" % (volume_size, size, params["src"], needed))
     encrypted = params["encrypted"] or bool(params["kms_key_id"])
-    image_sha256 = (params["image_sha256"] or ebs_upload.sha256_file(params["src"])).lower()
+    image_sha256 = params["image_sha256"].lower() if params["image_sha256"] else None
 
     ec2 = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
-    result = dict(changed=False, image_sha256=image_sha256, volume_size=volume_size,
+    result = dict(changed=False, volume_size=volume_size,
                   blocks_total=ebs_upload.block_count(size), blocks_written=0, blocks_skipped=0,
                   bytes_uploaded=0, requests=0, retries=0)
-    existing = find_snapshot(module, ec2, image_sha256, volume_size, encrypted, params["kms_key_id"])
+    candidates = find_snapshots(module, ec2, size, volume_size, encrypted, params["kms_key_id"])
+    if image_sha256 is None and (candidates or module.check_mode):
+        image_sha256 = ebs_upload.sha256_file(params["src"])  # only to compare with earlier uploads
+    existing = matching(candidates, image_sha256) if candidates else None
     before = {"snapshot_id": existing["SnapshotId"], "image_sha256": image_sha256} if existing else {}
 
     if existing:
@@ -303,10 +316,12 @@ def main():
         result["changed"] = True
         if not module.check_mode:
             figures = upload(module, ec2, size, image_sha256, volume_size)
+            image_sha256 = figures["image_sha256"]
             for key in ("snapshot_id", "blocks_total", "blocks_written", "blocks_skipped", "bytes_uploaded",
                         "requests", "retries"):
                 result[key] = figures[key]
 
+    result["image_sha256"] = image_sha256
     if module._diff:
         after = {"snapshot_id": result.get("snapshot_id", "(new snapshot)"), "image_sha256": image_sha256}
         result["diff"] = dict(before=before, after=after)

@@ -54,6 +54,7 @@ def test_sparse_image_round_trips_block_by_block(run_playbook, aws_proxy, aws, s
     snap = aws.client("ec2").describe_snapshots(SnapshotIds=[result["snapshot_id"]])["Snapshots"][0]
     tags = dict((t["Key"], t["Value"]) for t in snap["Tags"])
     assert tags["attestable:image-sha256"] == sparse_image["sha256"]
+    assert tags["attestable:image-size"] == str(sparse_image["size"])
     assert tags["Name"] == "publish-test"
 
     aws_proxy.clear()
@@ -64,6 +65,17 @@ def test_sparse_image_round_trips_block_by_block(run_playbook, aws_proxy, aws, s
     assert again["snapshot_id"] == result["snapshot_id"]
     assert again["blocks_written"] == 0
     assert aws_proxy.block_puts() == []
+
+    # Same size, one byte different: a new snapshot, not the old one.
+    with open(sparse_image["path"], "r+b") as handle:
+        handle.seek(2 * 512 * 1024 + 7)
+        handle.write(b"\x01")
+    changed = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert changed.rc == 0, changed.stdout
+    third = changed.task("Upload the image")
+    assert third["changed"] is True and third["snapshot_id"] != result["snapshot_id"]
+    assert third["image_sha256"] != sparse_image["sha256"]
+    assert third["blocks_written"] == len(sparse_image["nonzero_blocks"]) + 1
 
 
 def test_throttling_and_5xx_are_retried_per_block(run_playbook, aws_proxy, aws, sparse_image, read_back):
