@@ -1,5 +1,10 @@
 """snapshot_upload against a real moto server over HTTP (through the recording, fault-injecting proxy)."""
 import hashlib
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 UPLOAD = """
 - hosts: localhost
@@ -167,3 +172,16 @@ def test_bad_sources_fail_clearly_and_create_nothing(run_playbook, aws_proxy, aw
         assert "Traceback" not in run.task(name).get("module_stderr", "")
     assert aws_proxy.requests == []  # nothing reached AWS at all
     assert aws.snapshot_ids() == before
+
+
+def test_upload_runs_on_python39_like_the_al2023_builder(run_playbook, aws_proxy, aws, sparse_image, read_back):
+    # .venv39 (Python 3.9 + boto3, like AL2023's python3 + python3-boto3) is made by `scripts/test.sh py39`.
+    python39 = os.path.join(ROOT, ".venv39", "bin", "python")
+    if not os.path.exists(python39):
+        pytest.skip("no .venv39: run scripts/test.sh py39 first")
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"], ansible_python_interpreter=python39)
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert result["changed"] is True and result["blocks_written"] == len(sparse_image["nonzero_blocks"])
+    data = read_back(aws.client("ebs"), result["snapshot_id"], sparse_image["size"])[0]
+    assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
