@@ -291,7 +291,10 @@ class Publisher(object):
             self.ec2(region).get_waiter(waiter).wait(
                 WaiterConfig={"Delay": delay, "MaxAttempts": max(1, self.params["wait_timeout"] // delay)}, **kwargs)
         except botocore.exceptions.WaiterError as e:
-            self.fail("Waiting for %s in %s failed: %s" % (kwargs, region, e))
+            what = ", ".join(kwargs.get("ImageIds", []) + kwargs.get("SnapshotIds", []))
+            self.fail("%s in %s did not become %s within %d seconds: %s"
+                      % (what, region, "available" if waiter == "image_available" else "completed",
+                         self.params["wait_timeout"], e))
 
     def ensure_tags(self, region, image_id, current, desired):
         missing = dict((k, v) for k, v in desired.items() if current.get(k) != v)

@@ -5,6 +5,7 @@ BootMode, ImdsSupport, UefiData and the block device mapping is checked on the p
 """
 import base64
 import hashlib
+import json
 
 import pytest
 
@@ -208,25 +209,35 @@ def test_failed_copy_deregisters_what_the_run_registered(run_playbook, aws_proxy
     assert aws.image_ids() == before_source and aws.image_ids("eu-west-1") == before_copy
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"snapshot_id": "snap-0123456789abcdef0"}, "snapshot snap-0123456789abcdef0 was not found"),
-    ({"architecture": "sparc"}, "architecture"),
-    ({"measurements": dict(MEASUREMENTS, PCR4="ab" * 20)}, "measurements.PCR4 must be 96 lowercase hex"),
-    ({"measurements": dict(MEASUREMENTS, HashAlgorithm="SHA256")}, "measurements.HashAlgorithm must be 'SHA384'"),
-    ({"measurements": {"HashAlgorithm": "SHA384"}}, "measurements holds no PCR values"),
-    ({"launch_permissions": ["all"]}, "launch_permissions: 'all' is neither"),
-    ({"name": "x"}, "name: 'x' is not a valid AMI name"),
-])
-def test_bad_input_fails_clearly_and_creates_nothing(run_playbook, aws_proxy, aws, snapshot_id, variables,
-                                                     message):
-    variables = dict(variables)
-    variables.setdefault("snapshot_id", snapshot_id)
-    variables.setdefault("measurements", MEASUREMENTS)
+BAD_INPUTS = [
+    ("snapshot not found", {"snapshot_id": "snap-0123456789abcdef0"}, "snapshot snap-0123456789abcdef0 was not found"),
+    ("invalid architecture", {"architecture": "sparc"}, "architecture must be one of: x86_64, arm64, got: sparc"),
+    ("short PCR", {"measurements": dict(MEASUREMENTS, PCR4="ab" * 20)}, "measurements.PCR4 must be 96 lowercase hex"),
+    ("uppercase PCR", {"measurements": dict(MEASUREMENTS, PCR7=MEASUREMENTS["PCR7"].upper())},
+     "measurements.PCR7 must be 96 lowercase hex"),
+    ("SHA-256 bank", {"measurements": dict(MEASUREMENTS, HashAlgorithm="SHA256")},
+     "measurements.HashAlgorithm must be 'SHA384'"),
+    ("no PCRs", {"measurements": {"HashAlgorithm": "SHA384"}}, "measurements holds no PCR values"),
+    ("public sharing", {"launch_permissions": ["all"]}, "launch_permissions: 'all' is neither"),
+    ("short name", {"name": "x"}, "name: 'x' is not a valid AMI name"),
+]
+
+
+def test_bad_input_fails_clearly_and_creates_nothing(run_playbook, aws_proxy, aws, snapshot_id):
+    # One playbook, one task per bad input (ignore_errors), to start Ansible once.
+    tasks = []
+    for label, variables, _message in BAD_INPUTS:
+        args = {"name": "attestable-test-1.0.0", "snapshot_id": snapshot_id, "architecture": "x86_64",
+                "measurements": MEASUREMENTS, "region": "us-east-1", "endpoint_url": aws_proxy.url}
+        args.update(variables)
+        tasks.append({"name": label, "attestable.ami.image_register": args, "ignore_errors": True})
+    playbook = json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}], indent=1)
     images, snapshots = aws.image_ids(), aws.snapshot_ids()
-    run = register(run_playbook, aws_proxy, **variables)
-    assert run.rc != 0
-    result = run.task("Register the AMI")
-    assert message in result["msg"]
-    assert "Traceback" not in result.get("module_stderr", "")
+    run = run_playbook(playbook)
+    for label, _variables, message in BAD_INPUTS:
+        result = run.task(label)
+        assert result.get("failed") is True, label
+        assert message in result["msg"], (label, result["msg"])
+        assert "Traceback" not in result.get("module_stderr", ""), label
     assert aws_proxy.calls("RegisterImage") == [] and aws_proxy.calls("CreateTags") == []
     assert aws.image_ids() == images and aws.snapshot_ids() == snapshots
