@@ -111,8 +111,8 @@ def main():
         warm_up(url)
         started = time.time()
         ebs_upload.sha256_file(path)
-        print("%-26s %8.2f s  (the hashing pass snapshot_upload makes when image_sha256 is not given)"
-              % ("hash pass", time.time() - started))
+        print("%-26s %8.2f s  (snapshot_upload reads the image this way only to compare with an earlier "
+              "upload of the same size)" % ("hash pass", time.time() - started))
         parallel, parallel_s = run(url, path, args.workers)
         report("parallel (%d workers)" % args.workers, parallel, parallel_s)
         sequential, sequential_s = run(url, path, 1)
