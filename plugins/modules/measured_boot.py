@@ -44,8 +44,10 @@ options:
     type: path
   arch:
     description:
-      - Guest architecture. V(aarch64) needs the Debian packages C(qemu-system-arm) and C(qemu-efi-aarch64)
-        (AAVMF); it is implemented but not exercised by this collection's tests.
+      - Guest architecture. V(aarch64) boots under C(qemu-system-aarch64) (machine C(virt)) with AAVMF and needs the
+        Debian packages C(qemu-system-arm) and C(qemu-efi-aarch64).
+      - M(attestable.ami.pcr_compute) cannot predict a UKI made with Debian's arm64 stub 252 (it has no
+        C(.sdmagic) section to tell the stub version); such a boot still reports what the firmware measured.
     type: str
     choices: [x86_64, aarch64]
     default: x86_64

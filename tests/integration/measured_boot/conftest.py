@@ -11,14 +11,9 @@ import tempfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-BUILD_UKI = os.path.join(ROOT, "scripts", "build-uki.sh")
+from measured_boot_helpers import build_uki
+
 OWNER_GUID = "5b1e2d3c-4a59-4c6e-9f7a-8b9c0d1e2f30"
-
-
-def build_uki(output, *args):
-    subprocess.run([BUILD_UKI] + list(args) + [output], check=True, capture_output=True, text=True)
-    return output
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import subprocess
 import pefile
 import pytest
 
-from conftest import build_uki
+from measured_boot_helpers import build_uki
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,11 @@ import time
 
 import pytest
 
+from measured_boot_helpers import MEASURE_UKI_PLAYBOOK, STANDARD_BOOT_PCR7
+
 pytestmark = pytest.mark.slow
 
-# attestation.md: PCR7 of a standard boot (empty Secure Boot variables) on OVMF and NitroTPM alike.
-STANDARD_BOOT_PCR7 = ("98441c7f7625d10058c47683aec486ce311c633235eb555593a7ee791121e3578a"
-                      "e72d04ecef661f272d59058b77af35")
 ZEROS = "0" * 96
-MEASURE_UKI_PLAYBOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))), "playbooks", "measure_uki.yml")
 
 PREDICT_AND_BOOT = """
 - hosts: localhost

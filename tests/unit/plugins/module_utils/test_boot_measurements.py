@@ -1,8 +1,7 @@
 """boot_measurements: input checks (before any boot) and the side-by-side comparison."""
-import os
-
 import pytest
 
+from ansible_collections.attestable.ami.plugins.module_utils import qemu_boot
 from ansible_collections.attestable.ami.plugins.module_utils.boot_measurements import (
     MeasuredBootError,
     check_expected,
@@ -78,13 +77,14 @@ def test_side_by_side_pairs_the_nth_events_of_a_pcr():
     assert rows[2]["predicted_description"] is None
 
 
-@pytest.mark.skipif(os.path.exists("/usr/share/AAVMF/AAVMF_CODE.fd")
-                    or not os.path.exists("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
-                    reason="AAVMF is installed here, or there is no EFI stub to stand for a UKI")
-def test_aarch64_without_aavmf_names_the_packages_to_install():
-    with pytest.raises(MeasuredBootError, match="firmware_code: /usr/share/AAVMF/AAVMF_CODE.fd is not a file .*"
-                                                "qemu-efi-aarch64"):
-        check_inputs({"uki": "/usr/lib/systemd/boot/efi/linuxx64.efi.stub", "arch": "aarch64"})
+def test_aarch64_without_its_firmware_names_the_packages_to_install(tmp_path, monkeypatch):
+    # stands for a machine without qemu-efi-aarch64: the default AAVMF path does not exist
+    missing = str(tmp_path / "AAVMF_CODE.fd")
+    monkeypatch.setitem(qemu_boot.ARCHITECTURES["aarch64"], "code", missing)
+    uki = tmp_path / "uki.efi"
+    uki.write_bytes(b"MZ" + b"\0" * 62)
+    with pytest.raises(MeasuredBootError, match="firmware_code: .*AAVMF_CODE.fd is not a file .*qemu-efi-aarch64"):
+        check_inputs({"uki": str(uki), "arch": "aarch64"})
 
 
 def test_a_missing_firmware_file_is_named(tmp_path):
