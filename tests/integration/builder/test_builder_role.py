@@ -126,8 +126,8 @@ def test_launch_adds_to_inventory_and_teardown_removes_everything(
     assert role_task(again, "Delete the security groups of this run")["skipped"] is True
 
 
-def test_arm64_over_ssm_opens_no_port_and_creates_no_key(run_playbook, builder_playbook, builder_vars, ec2, ssm,
-                                                          moto_server):
+def test_arm64_over_ssm_opens_no_port_and_creates_no_key(
+        run_playbook, builder_playbook, builder_vars, ec2, ssm, moto_server):
     iam = boto3.client("iam", endpoint_url=moto_server, region_name="us-east-1")
     iam.create_instance_profile(InstanceProfileName="attestable-builder-ssm")
     extra = dict(builder_vars, builder_architecture="arm64", builder_connection="ssm", builder_volume_size=50,
@@ -159,10 +159,10 @@ def test_arm64_over_ssm_opens_no_port_and_creates_no_key(run_playbook, builder_p
     assert leftovers(ec2) == NOTHING_LEFT
 
 
-def test_failure_inside_the_role_after_launch_leaves_nothing(run_playbook, builder_playbook, builder_vars, ec2,
-                                                              tmp_path):
+def test_failure_inside_the_role_after_launch_leaves_nothing(
+        run_playbook, builder_playbook, builder_vars, ec2, tmp_path):
     # Injected failure: the role waits for SSH on an instance that exists in moto but that nothing answers for.
-    extra = dict(builder_vars, builder_wait_for_connection=True, builder_connect_timeout=3,
+    extra = dict(builder_vars, builder_wait_for_connection=True, builder_connect_timeout=3, ansible_timeout=3,
                  builder_key_parent_dir=str(tmp_path))
     failed = run_playbook(builder_playbook("launch.yml"), extra_vars=extra)
     assert failed.rc != 0
@@ -182,8 +182,8 @@ def test_failure_inside_the_role_after_launch_leaves_nothing(run_playbook, build
     no_traceback(failed)
 
 
-def test_failure_in_a_later_build_step_is_torn_down_by_always(run_playbook, builder_playbook, builder_vars, ec2,
-                                                               tmp_path):
+def test_failure_in_a_later_build_step_is_torn_down_by_always(
+        run_playbook, builder_playbook, builder_vars, ec2, tmp_path):
     failed = run_playbook(builder_playbook("fail_after_launch.yml"),
                           extra_vars=dict(builder_vars, builder_key_parent_dir=str(tmp_path)))
     assert failed.rc != 0
@@ -194,12 +194,17 @@ def test_failure_in_a_later_build_step_is_torn_down_by_always(run_playbook, buil
     assert os.listdir(str(tmp_path)) == []
 
 
-def test_keep_names_what_it_keeps_and_the_teardown_playbook_removes_it(run_playbook, builder_playbook, builder_vars,
-                                                                       ec2, tmp_path):
-    extra = dict(builder_vars, builder_keep=True, builder_wait_for_connection=True, builder_connect_timeout=2,
+def test_keep_names_what_it_keeps_and_the_teardown_playbook_removes_it(
+        run_playbook, builder_playbook, builder_vars, ec2, tmp_path):
+    # Injected failure: installing packages on a builder that cannot be reached (SSH to moto's made-up address;
+    # ansible_timeout keeps it short). "Unreachable" must become an ordinary, rescuable failure.
+    extra = dict(builder_vars, builder_keep=True, builder_install_packages=True, ansible_timeout=3,
                  builder_key_parent_dir=str(tmp_path))
     failed = run_playbook(builder_playbook("launch.yml"), extra_vars=extra)
     assert failed.rc != 0
+    assert role_task(failed, "Check that the builder answered while installing")["failed"] is True
+    assert "could not be reached to install packages" in role_task(
+        failed, "Report the failure that stopped the builder set-up")["msg"]
     res = role_task(failed, "Mark the builder as torn down")["ansible_facts"]["builder_resources"]
     assert res["torn_down"] is False
     kept = role_task(failed, "Say which builder resources are kept")["msg"]
@@ -222,13 +227,14 @@ def test_keep_names_what_it_keeps_and_the_teardown_playbook_removes_it(run_playb
 @pytest.mark.parametrize("overrides, expected", [
     ({"builder_ssh_cidr": ""}, ["builder_ssh_cidr", "controller's public address"]),
     ({"builder_ssh_cidr": "controller.example"}, ["builder_ssh_cidr=controller.example", "203.0.113.7/32"]),
+    ({"builder_ssh_cidr": "0.0.0.0/0"}, ["builder_ssh_cidr=0.0.0.0/0", "single IPv4 or IPv6 address"]),
     ({"builder_mode": "cloud"}, ["builder_mode", "ec2, existing"]),
     ({"builder_volume_size": 8}, ["builder_volume_size must be at least 12", "got 8"]),
     ({"builder_connection": "ssm"}, ["builder_ssm_bucket", "builder_iam_instance_profile"]),
     ({"builder_architecture": "arm64", "builder_image_id": "x86_64"}, ["is x86_64", "builder_architecture"]),
-], ids=["no-cidr", "bad-cidr", "bad-mode", "small-volume", "ssm-without-bucket", "architecture-mismatch"])
-def test_bad_input_is_refused_before_anything_is_created(run_playbook, builder_playbook, builder_vars, ec2, ssm,
-                                                         overrides, expected):
+], ids=["no-cidr", "bad-cidr", "wide-cidr", "bad-mode", "small-volume", "ssm-without-bucket", "architecture-mismatch"])
+def test_bad_input_is_refused_before_anything_is_created(
+        run_playbook, builder_playbook, builder_vars, ec2, ssm, overrides, expected):
     overrides = dict(overrides)
     if overrides.get("builder_image_id") == "x86_64":
         overrides["builder_image_id"] = ssm.get_parameter(Name=AL2023_PARAMETER % "x86_64")["Parameter"]["Value"]
