@@ -180,6 +180,12 @@ def test_copy_share_and_absent(run_playbook, aws_proxy, aws, snapshot_id):
         perms = aws.client("ec2", region).describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
         assert perms["LaunchPermissions"] == [{"UserId": ACCOUNT}], region
 
+    dry = run_playbook(REGISTER, check=True, extra_vars={"endpoint": aws_proxy.url, "state": "absent",
+                                                         "regions": ["eu-west-1"], "delete_snapshots": True})
+    assert dry.rc == 0, dry.stdout
+    assert dry.task("Register the AMI")["changed"] is True
+    assert images["us-east-1"] in aws.image_ids() and images["eu-west-1"] in aws.image_ids("eu-west-1")
+
     gone = register(run_playbook, aws_proxy, state="absent", regions=["eu-west-1"], delete_snapshots=True)
     assert gone.rc == 0, gone.stdout
     removed = gone.task("Register the AMI")
