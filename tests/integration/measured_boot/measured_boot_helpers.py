@@ -14,3 +14,9 @@ def build_uki(output, *args):
     """Run scripts/build-uki.sh [args] OUTPUT; returns OUTPUT."""
     subprocess.run([BUILD_UKI] + list(args) + [output], check=True, capture_output=True, text=True)
     return output
+
+
+def processes_mentioning(marker):
+    """Full command lines (ps -ww: never cut to the terminal width) of running processes that mention marker."""
+    out = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if marker in line and not line.startswith("ps ")]

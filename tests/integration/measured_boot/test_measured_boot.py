@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from measured_boot_helpers import MEASURE_UKI_PLAYBOOK, STANDARD_BOOT_PCR7
+from measured_boot_helpers import MEASURE_UKI_PLAYBOOK, STANDARD_BOOT_PCR7, processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +47,6 @@ PREDICT_AND_BOOT = """
 def _sha256(path):
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
-
-
-def _our_processes(marker):
-    """Command lines of running processes that mention marker (our temporary directory)."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
 
 
 def _events(result, pcr, bank="sha384"):
@@ -109,7 +103,7 @@ def test_measure_uki_playbook_proves_the_prediction_and_leaves_nothing_behind(ru
     shown = run.task("Show the predicted and the measured values")["msg"]
     assert shown["measured"] == shown["predicted"] == prediction["measurements"]
     assert os.listdir(short_tmpdir) == []
-    assert _our_processes(short_tmpdir) == []
+    assert processes_mentioning(short_tmpdir) == []
 
 
 def test_disk_boot_with_a_wrong_expected_fails_and_shows_both_sequences(run_playbook, uki, tmp_path):
@@ -186,4 +180,4 @@ def test_unsigned_uki_is_refused_under_secure_boot_and_the_timeout_cleans_up(run
     assert uki_digest not in _events(boot, 4)
     assert elapsed < 120
     assert os.listdir(short_tmpdir) == []
-    assert _our_processes(short_tmpdir) == []
+    assert processes_mentioning(short_tmpdir) == []
