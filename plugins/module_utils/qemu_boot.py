@@ -203,10 +203,14 @@ def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=(
                       os.path.join(work, "qemu.out"))
         stop_reason = None
         stop_index = None
+        log_size = -1
         while stop_reason is None:
             returncode = qemu.poll()
-            commands, _controls = swtpm_log.parse(_read(tpm_log))
-            stop_index = _exit_boot_services_index(commands)
+            size = os.path.getsize(tpm_log) if os.path.exists(tpm_log) else 0
+            if size != log_size:  # parse again only when swtpm logged more
+                log_size = size
+                commands, _controls = swtpm_log.parse(_read(tpm_log))
+                stop_index = _exit_boot_services_index(commands)
             if stop_index is not None:
                 stop_reason = "exit_boot_services"
             elif returncode is not None:
