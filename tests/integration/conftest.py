@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import urllib.request
 
 import pytest
 
@@ -86,7 +87,7 @@ def _free_port():
 
 @pytest.fixture
 def moto_server():
-    """A real moto server on 127.0.0.1 (HTTP), reset for each test. Yields its endpoint URL.
+    """A real moto server on 127.0.0.1 (HTTP), with a state reset for each test. Yields its endpoint URL.
 
     Clients reach it with endpoint_url (or AWS_ENDPOINT_URL) and the dummy credentials set here.
     Its request recorder (POST /moto-api/recorder/start-recording, GET .../download-recording) lets a test
@@ -98,6 +99,8 @@ def moto_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = "http://127.0.0.1:%d" % port
+    # ThreadedMotoServer keeps moto's state in this process: reset it so no test sees another's resources.
+    urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST"), timeout=30).close()
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1"})
