@@ -18,10 +18,10 @@ description:
   - KIWI's full log is written to O(log_file) line by line while the build runs, so a playbook that starts the
     task with C(async)/C(poll=0) can show its last lines (see the examples).
   - Idempotent. The target directory records which description (a SHA-256 digest over all its files) and which
-    options produced a successful build; the same inputs again return RV(changed=false) and the recorded results
+    options produced a successful build; the same inputs again return C(changed=false) and the recorded results
     without building. Anything else cleans the target directory's earlier build and builds again.
   - A failed build fails the task with KIWI's error lines and the log path.
-  - Must run as root (KIWI mounts, uses loop devices and chroots): use C(become=true). KIWI builds for the
+  - Must run as root, because KIWI mounts, uses loop devices and chroots; use C(become=true). KIWI builds for the
     architecture of the host it runs on.
 author:
   - Attestable AMI maintainers (@attestable)
@@ -29,7 +29,9 @@ extends_documentation_fragment:
   - attestable.ami.attributes
 options:
   description:
-    description: The description directory (as rendered by the M(attestable.ami.kiwi_validate)-checked role C(attestable.ami.image_description)).
+    description:
+      - The description directory, e.g. as the C(attestable.ami.image_description) role renders it
+        (and M(attestable.ami.kiwi_validate) checks it).
     type: path
     required: true
   target_dir:
@@ -72,7 +74,7 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports whether a build would run (RV(changed)) and why, without building.
+    details: Reports whether a build would run (C(changed)) and why, without building.
   diff_mode:
     support: none
   idempotent:
@@ -262,32 +264,36 @@ def main():
         digest = description_digest(description)
     except DescriptionError as exc:
         module.fail_json(msg="kiwi_build: %s" % exc, description_digest=None, log_file=log_file, reason="")
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="kiwi_build: cannot read description %s: %s" % (description, exc),
+                         description_digest=None, log_file=log_file, reason="")
 
+    key = kb.build_key(digest, params["profiles"], params["kiwi_args"], kb.file_digest(params["config"]))
+    current, previous = kb.up_to_date(target_dir, key)
+    if current and not params["force"]:
+        result = dict(previous)
+        result.update(description_digest=digest, target_dir=target_dir,
+                      reason="%s already holds a successful build of this description" % target_dir)
+        module.exit_json(changed=False, **result)
+
+    reason = "force: true" if current else previous
+    common = dict(description_digest=digest, log_file=log_file, target_dir=target_dir, reason=reason)
+    try:
+        kb.check_target_dir(target_dir, log_file)
+    except kb.KiwiBuildError as exc:
+        module.fail_json(msg="kiwi_build: %s" % exc, **common)
+    if not module.check_mode and os.geteuid() != 0:
+        module.fail_json(msg="kiwi_build: kiwi-ng system build must run as root (it mounts, uses loop devices and "
+                         "chroots); run the task with become: true", **common)
     kiwi_ng = kb.find_kiwi_ng(params["kiwi_ng"])
     if not kiwi_ng:
         module.fail_json(msg="kiwi_build: kiwi-ng not found%s: install KIWI NG (dnf install kiwi-cli python3-kiwi, "
                          "or pip install kiwi)" % (" at %s" % params["kiwi_ng"] if params["kiwi_ng"] else " on PATH"),
-                         description_digest=digest, log_file=log_file, reason="")
-    key = kb.build_key(digest, params["profiles"], params["kiwi_args"], kb.file_digest(params["config"]))
-    current, previous = kb.up_to_date(target_dir, key)
-    version = kiwi_version(module, kiwi_ng)
-    common = dict(description_digest=digest, log_file=log_file, kiwi_version=version, target_dir=target_dir)
-
-    if current and not params["force"]:
-        result = dict(previous)
-        result.update(common, log_file=previous.get("log_file", log_file), kiwi_version=previous.get("kiwi_version", version))
-        module.exit_json(changed=False, reason="%s already holds a successful build of this description" % target_dir,
-                         **result)
-    reason = "force: true" if current else previous
-    try:
-        kb.check_target_dir(target_dir, log_file)
-    except kb.KiwiBuildError as exc:
-        module.fail_json(msg="kiwi_build: %s" % exc, reason=reason, **common)
+                         **common)
+    common["kiwi_version"] = kiwi_version(module, kiwi_ng)
     if module.check_mode:
-        module.exit_json(changed=True, reason="a build would run: %s" % reason, **common)
-    if os.geteuid() != 0:
-        module.fail_json(msg="kiwi_build: kiwi-ng system build must run as root (it mounts, uses loop devices and "
-                         "chroots): run the task with become: true", reason=reason, **common)
+        common["reason"] = "a build would run: %s" % reason
+        module.exit_json(changed=True, **common)
 
     try:
         kb.clean_previous_build(target_dir)
@@ -303,16 +309,16 @@ def main():
             lines = kb.error_lines(log_file, log_file + ".stderr")
             module.fail_json(msg="kiwi_build: kiwi-ng system build failed (exit %d); log: %s; last errors: %s"
                              % (rc, log_file, " | ".join(lines[-5:])), error_lines=lines, rc=rc, cmd=command,
-                             reason=reason, **common)
+                             **common)
         result = kb.collect(target_dir, log_file)
         result.update(common)
         kb.write_marker(target_dir, key, result)
     except kb.KiwiBuildError as exc:
         module.fail_json(msg="kiwi_build: %s (log: %s)" % (exc, exc.log_file or log_file),
-                         error_lines=exc.lines, reason=reason, **common)
+                         error_lines=exc.lines, **common)
     except (IOError, OSError) as exc:
-        module.fail_json(msg="kiwi_build: %s" % exc, reason=reason, **common)
-    module.exit_json(changed=True, reason=reason, **result)
+        module.fail_json(msg="kiwi_build: %s" % exc, **common)
+    module.exit_json(changed=True, **result)
 
 
 if __name__ == "__main__":

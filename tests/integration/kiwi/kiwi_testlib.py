@@ -51,21 +51,24 @@ def render_debian_description(name, dest):
 
 
 def run_playbook_text(playbook, workdir, extra_vars=None, check=False, inventory=None):
-    """Run a playbook (YAML text) with the json callback; returns (proc, {task name: [host results]}, json).
+    """Run a playbook (YAML text, or a playbook file) with the json callback; returns (proc, {task name: [host results]}, json).
 
     Each host result carries its host name under "_host". inventory: a dict {host: {var: value}} of hosts
     that all run locally (each one a separate set of role variables).
     """
-    path = os.path.join(str(workdir), "playbook-%d.yml" % len(os.listdir(str(workdir))))
-    with open(path, "w") as handle:
-        handle.write(textwrap.dedent(playbook))
+    if "\n" in playbook:
+        path = os.path.join(str(workdir), "playbook-%d.yml" % len(os.listdir(str(workdir))))
+        with open(path, "w") as handle:
+            handle.write(textwrap.dedent(playbook))
+    else:
+        path = playbook  # an existing playbook file, run where it lies (its includes are relative to it)
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), path]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
     if inventory is not None:
-        inventory_path = path[:-4] + "-inventory.json"
+        inventory_path = os.path.join(str(workdir), "inventory-%d.json" % len(os.listdir(str(workdir))))
         hosts = {}
         for host, host_vars in inventory.items():
             hosts[host] = dict(host_vars, ansible_connection="local", ansible_python_interpreter=sys.executable)

@@ -3,7 +3,9 @@ validates it with kiwi_validate, and the test loads it again with KIWI independe
 refused with a message naming the input before anything is written. No builds here: KIWI's loader only."""
 import json
 import os
+import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -19,8 +21,8 @@ UNATTESTABLE = {"allow_unattestable": True}
 # name -> (role variables, attestation findings expected by kd.attestation_findings (substrings))
 COMBINATIONS = {
     "defaults": ({}, []),
-    "readonly-root-off": (dict(UNATTESTABLE, readonly_root=False, verity=False), ["read-only root", "erofs", "dm-verity",
-                                                                                    "panic on verity"]),
+    "readonly-root-off": (dict(UNATTESTABLE, readonly_root=False, verity=False),
+                          ["read-only root", "erofs", "dm-verity", "panic on verity"]),
     "verity-off": (dict(UNATTESTABLE, verity=False), ["dm-verity", "panic on verity"]),
     "uki-off": (dict(UNATTESTABLE, uki=False), ["UKI"]),
     "verity-panic-off": (dict(UNATTESTABLE, verity_panic=False), ["panic on verity"]),
@@ -51,9 +53,7 @@ def host_vars(combo):
 def render(tmp_path, combos):
     """Render each combination (a dict of role variables without prefix, plus dest) as one inventory host."""
     inventory = {"combo%02d" % index: host_vars(combo) for index, combo in enumerate(combos)}
-    with open(os.path.join(PLAYBOOKS, "render_all.yml")) as handle:
-        playbook = handle.read()
-    proc, results, data = run_playbook_text(playbook, tmp_path, inventory=inventory)
+    proc, results, data = run_playbook_text(os.path.join(PLAYBOOKS, "render_all.yml"), tmp_path, inventory=inventory)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     records = {}
     for result in results["Report the rendering"]:
@@ -210,7 +210,10 @@ BROKEN = {
                              ["image_description_architecture", "riscv64"]),
     "bad release version": ({"image_description_releasever": "2023-latest"}, ["image_description_releasever"]),
     "relative overlay destination": ({"image_description_overlay_files": [{"src": "/etc/hostname", "dest": "etc/x"}]},
-                                     ["dest must be an absolute"]),
+                                     ["dest must be an absolute", "etc/x"]),
+    "overlay destination climbing out": ({"image_description_overlay_templates": [{"src": "/etc/hostname",
+                                                                                  "dest": "/etc/../../x"}]},
+                                         ["without '..'", "/etc/../../x"]),
 }
 
 ROLE_PLAYBOOK = """
@@ -237,3 +240,47 @@ def test_broken_input_is_refused_before_anything_is_written(case, tmp_path):
         assert part in message, (part, message)
     assert "Traceback" not in message
     assert not dest.exists()
+
+
+def test_rendered_scripts_are_valid_bash(rendered):
+    for combo in rendered["combos"]:
+        for script in ("config.sh", "edit_boot_install.sh"):
+            path = os.path.join(combo["dest"], script)
+            if os.path.exists(path):
+                check = subprocess.run(["bash", "-n", path], capture_output=True, text=True, check=False)
+                assert check.returncode == 0, (path, check.stderr)
+
+
+VALIDATE_PLAYBOOK = """
+- name: Validate a description
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Validate
+      attestable.ami.kiwi_validate:
+        description: "{{ description }}"
+        require_attestable: "{{ require_attestable | default(false) }}"
+        settings:
+          image/preferences/type@verity_blocks: image_description_verity
+"""
+
+
+def test_kiwi_validate_names_the_input_of_a_broken_description(rendered, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(str(rendered["tmp"] / "x86_64" / "defaults"), str(broken))
+    path = broken / "appliance.kiwi"
+    path.write_text(path.read_text().replace('verity_blocks="all"', 'verity_blocks="most"'))
+    proc, results, _data = run_playbook_text(VALIDATE_PLAYBOOK, tmp_path, extra_vars={"description": str(broken)})
+    assert proc.returncode != 0
+    failed = results["Validate"][-1]
+    assert failed["failed"] is True and "schema validation" in failed["msg"]
+    assert any("verity_blocks" in line and "image_description_verity" in line for line in failed["errors"]), failed
+
+
+def test_kiwi_validate_require_attestable_fails_on_an_unattestable_description(rendered, tmp_path):
+    proc, results, _data = run_playbook_text(
+        VALIDATE_PLAYBOOK, tmp_path,
+        extra_vars={"description": str(rendered["tmp"] / "arm64" / "uki-off"), "require_attestable": True})
+    assert proc.returncode != 0
+    failed = results["Validate"][-1]
+    assert "is not attestable" in failed["msg"] and any("UKI" in line for line in failed["errors"])

@@ -7,7 +7,11 @@ the AL2023 description's UEFI/UKI parts are covered by the role tests (KIWI's va
 """
 import json
 import os
+import pathlib
+import shutil
 import subprocess
+import sys
+import tempfile
 
 import pytest
 
@@ -16,18 +20,14 @@ from kiwi_testlib import render_debian_description, run_playbook_text
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="kiwi-ng system build needs root")]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 BUILD_PLAYBOOK = os.path.join(HERE, "playbooks", "build.yml")
 
 
 def run_build(workdir, description, target_dir, check=False, **extra):
     extra_vars = {"description": str(description), "target_dir": str(target_dir)}
     extra_vars.update(extra)
-    with open(BUILD_PLAYBOOK) as handle:
-        playbook = handle.read()
-    # The playbook includes follow_build.yml relative to itself: run it from its own folder.
-    proc, results, _data = run_playbook_text(playbook.replace("follow_build.yml", os.path.join(HERE, "playbooks",
-                                                                                               "follow_build.yml")),
-                                             workdir, extra_vars=extra_vars, check=check)
+    proc, results, _data = run_playbook_text(BUILD_PLAYBOOK, workdir, extra_vars=extra_vars, check=check)
     return proc, results
 
 
@@ -87,7 +87,7 @@ def test_erofs_build_returns_what_kiwi_result_json_lists(erofs_build):
     with open(result_json["image_packages"]["filename"]) as handle:
         assert len(build["packages"]) == len([line for line in handle if line.strip()])
     assert build["kiwi_version"] == subprocess.run(
-        [os.path.join(os.path.dirname(os.sys.executable), "kiwi-ng"), "--version"],
+        [os.path.join(os.path.dirname(sys.executable), "kiwi-ng"), "--version"],
         capture_output=True, text=True, check=True).stdout.split()[-1]
     assert build["description_digest"].startswith("sha256:") and len(build["description_digest"]) == 71
 
@@ -158,11 +158,11 @@ def test_oem_verity_root_hash_verifies_the_readonly_partition(oem_build, module_
                     "skip=%d" % offset, "count=%d" % size, "status=none"], check=True)
     try:
         verify = subprocess.run(["veritysetup", "verify", partition, partition, verity["root_hash"],
-                                 "--hash-offset=%d" % verity["hash_offset"]], capture_output=True, text=True)
+                                 "--hash-offset=%d" % verity["hash_offset"]], capture_output=True, text=True, check=False)
         assert verify.returncode == 0, verify.stderr
         wrong = ("0" if verity["root_hash"][0] != "0" else "1") + verity["root_hash"][1:]
         refused = subprocess.run(["veritysetup", "verify", partition, partition, wrong,
-                                  "--hash-offset=%d" % verity["hash_offset"]], capture_output=True, text=True)
+                                  "--hash-offset=%d" % verity["hash_offset"]], capture_output=True, text=True, check=False)
         assert refused.returncode != 0
         # A flipped byte in the erofs data is caught too.
         with open(partition, "r+b") as handle:
@@ -171,7 +171,7 @@ def test_oem_verity_root_hash_verifies_the_readonly_partition(oem_build, module_
             handle.seek(4096 * 3)
             handle.write(bytes([byte[0] ^ 0xFF]))
         tampered = subprocess.run(["veritysetup", "verify", partition, partition, verity["root_hash"],
-                                   "--hash-offset=%d" % verity["hash_offset"]], capture_output=True, text=True)
+                                   "--hash-offset=%d" % verity["hash_offset"]], capture_output=True, text=True, check=False)
         assert tampered.returncode != 0
     finally:
         os.remove(partition)
@@ -201,3 +201,32 @@ def test_failed_build_reports_kiwi_errors_and_log(module_workdir):
     assert failed["log_file"] in failed["msg"]
     assert "no-such-package-attestable" in " ".join(failed["error_lines"]) + failed["msg"]
     assert not os.path.exists(os.path.join(str(target), ".attestable-kiwi-build.json"))
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory the user nobody can write (pytest's tmp_path lies under a root-only directory)."""
+    path = tempfile.mkdtemp(prefix="attestable-nobody-")
+    os.chmod(path, 0o777)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+def test_not_root_is_refused_with_a_clear_message(nobody_dir):
+    """The module runs as an unprivileged user (nobody) through the system Python; nothing is built or written."""
+    shared = nobody_dir
+    playbook = shared / "playbook.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - name: Build the image\n      attestable.ami.kiwi_build:\n"
+        "        description: %s\n        target_dir: %s\n"
+        % (os.path.join(HERE, "descriptions", "debian-erofs"), shared / "target"))
+    env = dict(os.environ, HOME=str(shared), ANSIBLE_LOCAL_TEMP=str(shared / "tmp"),
+               ANSIBLE_REMOTE_TEMP=str(shared / "tmp"), ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"))
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook),
+                           "-e", "ansible_python_interpreter=/usr/bin/python3"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert "must run as root" in proc.stdout and "become: true" in proc.stdout, proc.stdout[-2000:]
+    assert not (shared / "target").exists()

@@ -16,7 +16,10 @@ from ansible_collections.attestable.ami.plugins.module_utils import kiwi_build a
 REAL_LOG = """\
 [ INFO    ]: 04:59:27 | --> Creating dm verity hash (all blocks)...
 [ DEBUG   ]: 04:59:27 | EXEC: [veritysetup format /var/tmp/kiwi_y55unteb /var/tmp/kiwi_y55unteb --hash-offset=192655360 --hash-block-size=4096]
-[ DEBUG   ]: 04:59:27 | --> dm verity metadata: {'UUID': '1d748b6f-1f26-44d2-89f5-55da3184558a', 'Hashtype': '1', 'Datablocks': '47035', 'Datablocksize': '4096', 'Hashblocks': '372', 'Hashblocksize': '4096', 'Hashalgorithm': 'sha256', 'Salt': '4de8be972447d7c14b849b4b19f0e45daaddc978fca9fe30609215bf4852914f', 'Roothash': '00d430f4714ccfc80bd43279acdb4e823bba9b1d04fcd0f220519a402fe0db4c'}
+[ DEBUG   ]: 04:59:27 | --> dm verity metadata: {'UUID': '1d748b6f-1f26-44d2-89f5-55da3184558a', 'Hashtype': '1', \
+'Datablocks': '47035', 'Datablocksize': '4096', 'Hashblocks': '372', 'Hashblocksize': '4096', 'Hashalgorithm': 'sha256', \
+'Salt': '4de8be972447d7c14b849b4b19f0e45daaddc978fca9fe30609215bf4852914f', \
+'Roothash': '00d430f4714ccfc80bd43279acdb4e823bba9b1d04fcd0f220519a402fe0db4c'}
 [ INFO    ]: 04:59:30 | Creating generic boot image etc/veritytab
 """
 ROOT_HASH = "00d430f4714ccfc80bd43279acdb4e823bba9b1d04fcd0f220519a402fe0db4c"
