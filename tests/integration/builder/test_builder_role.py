@@ -224,6 +224,16 @@ def test_keep_names_what_it_keeps_and_the_teardown_playbook_removes_it(
     assert os.listdir(str(tmp_path)) == []
 
 
+def test_check_mode_plans_the_launch_and_creates_nothing(run_playbook, builder_playbook, builder_vars, ec2, ssm):
+    result = run_playbook(builder_playbook("launch.yml"), extra_vars=builder_vars, check=True)
+    assert result.rc == 0, result.stdout[-4000:]
+    plan = role_task(result, "Say what would be launched (check mode creates nothing)")["msg"]
+    assert ssm.get_parameter(Name=AL2023_PARAMETER % "x86_64")["Parameter"]["Value"] in plan
+    assert "m7i.large" in plan
+    assert leftovers(ec2) == NOTHING_LEFT
+    assert ec2.describe_instances()["Reservations"] == []
+
+
 @pytest.mark.parametrize("overrides, expected", [
     ({"builder_ssh_cidr": ""}, ["builder_ssh_cidr", "controller's public address"]),
     ({"builder_ssh_cidr": "controller.example"}, ["builder_ssh_cidr=controller.example", "203.0.113.7/32"]),
