@@ -14,6 +14,7 @@ cooperation -- once the measurements are final (see :func:`_exit_boot_services_i
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,7 @@ ARCHITECTURES = {
 EXIT_BOOT_SERVICES = b"Exit Boot Services Invocation"
 EXIT_BOOT_SERVICES_PCR = 5
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
 
 
 class BootError(Exception):
@@ -156,8 +158,8 @@ def _read(path):
 
 
 def _tail(path, size=4096):
-    text = _read(path)
-    return text[-size:]
+    """The end of a log, without the terminal escape sequences the firmware's console writes."""
+    return _TERMINAL_ESCAPES.sub("", _read(path))[-size:]
 
 
 def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=("sha384", "sha256"),

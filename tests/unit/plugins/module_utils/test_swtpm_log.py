@@ -168,3 +168,9 @@ def test_exit_boot_services_is_found_in_pcr5_only():
     assert qemu_boot._exit_boot_services_index(commands) == 2
     commands, _controls = swtpm_log.parse(log_of((extend_command(5, ebs), 0x101)))
     assert qemu_boot._exit_boot_services_index(commands) is None
+
+
+def test_console_tail_drops_the_firmware_terminal_escapes(tmp_path):
+    log = tmp_path / "console.log"
+    log.write_text("\x1b[2J\x1b[01;01HUEFI \x1b[1m\x1b[33m\x1b[40mShell\x1b[=3h> ")
+    assert qemu_boot._tail(str(log)) == "UEFI Shell> "
