@@ -28,6 +28,7 @@ PREDICT_AND_BOOT = """
         pk: "{{ esl | default(omit) }}"
         kek: "{{ esl | default(omit) }}"
         db: "{{ esl | default(omit) }}"
+        dbx: "{{ dbx | default(omit) }}"
         banks: [sha384, sha256]
       register: prediction
 
@@ -38,6 +39,7 @@ PREDICT_AND_BOOT = """
         pk: "{{ esl | default(omit) }}"
         kek: "{{ esl | default(omit) }}"
         db: "{{ esl | default(omit) }}"
+        dbx: "{{ dbx | default(omit) }}"
         timeout: "{{ boot_timeout | default(300) }}"
         expected: "{{ prediction.measurements | combine(expected_override | default({})) }}"
         banks: [sha384, sha256]
@@ -131,9 +133,13 @@ def test_disk_boot_with_a_wrong_expected_fails_and_shows_both_sequences(run_play
     assert _sha256(disk) == before  # attached with snapshot=on
 
 
-def test_signed_uki_under_secure_boot_proves_pcr7(run_playbook, secure_boot):
+def test_signed_uki_under_secure_boot_proves_pcr7(run_playbook, secure_boot, tmp_path):
+    # dbx revokes another EFI binary (systemd-boot) by its hash: enrolled and measured, not matching our UKI
+    dbx = str(tmp_path / "dbx.esl")
+    subprocess.run(["hash-to-efi-sig-list", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi", dbx], check=True,
+                   capture_output=True)
     run = run_playbook(PREDICT_AND_BOOT, extra_vars={"image": secure_boot["uki"], "uki": secure_boot["uki"],
-                                                     "esl": secure_boot["esl"]})
+                                                     "esl": secure_boot["esl"], "dbx": dbx})
     assert run.rc == 0, run.stdout[-3000:]
     prediction, boot = run.task("Predict"), run.task("Boot")
     _assert_proven(prediction, boot)
