@@ -225,6 +225,11 @@ def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=(
         _stop(qemu)
         _stop(swtpm)
         commands, controls = swtpm_log.parse(_read(tpm_log))
+        if stop_reason == "guest_exited":
+            # swtpm may have logged the guest's last commands after qemu was seen gone
+            stop_index = _exit_boot_services_index(commands)
+            if stop_index is not None:
+                stop_reason = "exit_boot_services"
         if stop_index is not None:
             commands = [c for c in commands if c.index <= stop_index]
         replay = swtpm_log.Replay(banks).apply(commands, controls)
