@@ -1,8 +1,6 @@
 """Fixtures for the builder role tests: boto3 clients on the moto server, and the role's settings for it."""
 import os
 
-import urllib.request
-
 import boto3
 import pytest
 
@@ -17,20 +15,9 @@ def builder_playbook():
 
 
 @pytest.fixture
-def clean_moto(moto_server):
-    """The moto server, emptied first.
-
-    ThreadedMotoServer keeps its state in moto's process-wide backends, so a new server in the same pytest
-    process still holds what earlier tests created; these tests count everything left in the account.
-    """
-    urllib.request.urlopen(urllib.request.Request(moto_server + "/moto-api/reset", method="POST")).close()
-    return moto_server
-
-
-@pytest.fixture
-def ec2(clean_moto):
-    """A boto3 EC2 client on the (emptied) moto server."""
-    return boto3.client("ec2", endpoint_url=clean_moto, region_name=REGION)
+def ec2(moto_server):
+    """A boto3 EC2 client on the moto server (empty at the start of each test)."""
+    return boto3.client("ec2", endpoint_url=moto_server, region_name=REGION)
 
 
 @pytest.fixture
