@@ -166,7 +166,7 @@ def test_failure_inside_the_role_after_launch_leaves_nothing(
                  builder_key_parent_dir=str(tmp_path))
     failed = run_playbook(builder_playbook("launch.yml"), extra_vars=extra)
     assert failed.rc != 0
-    res = role_task(failed, "Mark the builder as torn down")["ansible_facts"]["builder_resources"]
+    res = role_task(failed, "Remember the builder instance")["ansible_facts"]["builder_resources"]
     report = role_task(failed, "Report the failure that stopped the builder set-up")
     assert report["failed"] is True
     # Whichever wait gives up first (some networks accept any TCP connection, then SSH times out).
@@ -205,8 +205,8 @@ def test_keep_names_what_it_keeps_and_the_teardown_playbook_removes_it(
     assert role_task(failed, "Check that the builder answered while installing")["failed"] is True
     assert "could not be reached to install packages" in role_task(
         failed, "Report the failure that stopped the builder set-up")["msg"]
-    res = role_task(failed, "Mark the builder as torn down")["ansible_facts"]["builder_resources"]
-    assert res["torn_down"] is False
+    res = role_task(failed, "Remember the builder instance")["ansible_facts"]["builder_resources"]
+    assert role_task(failed, "Mark the builder as torn down")["ansible_facts"]["builder_resources"]["torn_down"] is False
     kept = role_task(failed, "Say which builder resources are kept")["msg"]
     for resource in (res["instance_id"], res["key_name"], res["security_group_id"], res["key_file"], res["run_id"]):
         assert resource in kept
