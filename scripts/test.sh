@@ -31,7 +31,12 @@ run_py39() {
   # Module code runs on AL2023's Python 3.9: check the syntax level, and run the builder-side unit tests there.
   echo "== Python 3.9 compatibility"
   vermin --no-tips --violations -t=3.9- plugins/module_utils plugins/modules
-  local py39=${PYTHON39:-$(ls -d "$HOME"/.pyenv/versions/3.9*/bin/python3 2>/dev/null | tail -n1)}
+  local py39=${PYTHON39:-}
+  if [ -z "$py39" ]; then
+    for candidate in "$HOME"/.pyenv/versions/3.9*/bin/python3 /usr/bin/python3.9; do
+      [ -x "$candidate" ] && py39=$candidate
+    done
+  fi
   if [ -z "$py39" ] || [ ! -x "$py39" ]; then
     echo "   no Python 3.9 interpreter on this machine: syntax-level check only"
     return 0
