@@ -177,6 +177,18 @@ def test_oem_verity_root_hash_verifies_the_readonly_partition(oem_build, module_
         os.remove(partition)
 
 
+def test_oem_editbootinstall_hook_contract(oem_build):
+    """What the AL2023 hook assumes of KIWI (it cannot run here: no vfat), checked on this build's hook record."""
+    disk = oem_build["build"]["disk"]
+    with open(os.path.splitext(disk)[0] + ".hook") as handle:
+        record = handle.read().splitlines()
+    assert "disk=%s" % disk in record
+    assert any(line.startswith("cwd=") and line.endswith("/build/image-root") for line in record), record
+    partitions = [line.split() for line in record if line.startswith("partition=")]
+    assert len(partitions) >= 2, record
+    assert any(len(fields) > 1 and fields[1] == "erofs" for fields in partitions), record
+
+
 def test_oem_second_run_is_unchanged(oem_build, module_workdir):
     proc, results = run_build(module_workdir, oem_build["description"], oem_build["target"])
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -192,3 +192,15 @@ def test_setting_lookup_prefers_the_most_specific_key():
     assert kd._setting_for(settings, path, "verity_blocks") == "verity_var"
     assert kd._setting_for(settings, path, "filesystem") == "type_var"
     assert kd._setting_for(settings, "image/packages[type=image]", None) is None
+
+
+def test_without_jing_lxml_errors_still_name_the_element(kiwi, description, tmp_path, monkeypatch):
+    """KIWI asks jing for details; where jing is missing the element path comes from lxml's own RelaxNG log."""
+    empty = tmp_path / "no-jing-here"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    edit(description, '<bootloader name="grub2" timeout="1"/>', '<bootloader name="grub2" timeout="1" console="serial"/>')
+    with pytest.raises(kd.DescriptionError) as info:
+        kd.load_description(str(description), settings={"image/preferences/type/bootloader": "my_bootloader_var"})
+    assert any("bootloader[name=grub2]" in m and "my_bootloader_var" in m for m in info.value.messages), \
+        info.value.messages
