@@ -19,7 +19,8 @@ import copy
 import json
 import os
 import re
-import tempfile
+
+from ansible_collections.attestable.ami.plugins.module_utils import atomic_file
 
 SCHEMA_VERSION = 1
 
@@ -131,19 +132,4 @@ def dumps(manifest):
 
 def write(path, manifest):
     """Write atomically; returns True when the file content changed."""
-    text = dumps(validate(manifest, where=path))
-    if os.path.exists(path):
-        with open(path, "r") as handle:
-            if handle.read() == text:
-                return False
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".manifest-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return True
+    return atomic_file.write_text(path, dumps(validate(manifest, where=path)))

@@ -194,11 +194,10 @@ dest:
 import hashlib
 import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.attestable.ami.plugins.module_utils import nitro_tpm_tool, pcr_engine
+from ansible_collections.attestable.ami.plugins.module_utils import atomic_file, nitro_tpm_tool, pcr_engine
 from ansible_collections.attestable.ami.plugins.module_utils.pe_authenticode import PEFILE_IMPORT_ERROR
 
 TOOL = nitro_tpm_tool.TOOL_NAME
@@ -304,19 +303,6 @@ def _read_dest(path):
         return text, None
 
 
-def _write_atomically(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=".pcr_compute.", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _handle_dest(module, result):
     path = module.params["dest"]
     try:
@@ -332,7 +318,7 @@ def _handle_dest(module, result):
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             module.fail_json(msg="dest %s: its directory does not exist" % path, **result)
         try:
-            _write_atomically(path, after_text)
+            atomic_file.write_text(path, after_text)
         except (IOError, OSError) as exc:
             module.fail_json(msg="dest %s: cannot write it: %s" % (path, exc), **result)
 
