@@ -2,15 +2,13 @@
 
 Helpers for one area live in that area's own conftest or test module; keep this file small.
 """
-import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import urllib.request
 
 import pytest
+
+import playbook_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,7 +24,8 @@ class PlaybookResult(object):
         self.rc = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr
-        self.results = results  # task name -> registered-like result dict (from the json callback)
+        # task name -> the last localhost result of a task with that name
+        self.results = dict((name, host_results[-1]) for name, host_results in results.items())
 
     def task(self, name):
         """The result of the (last) task with this name on localhost."""
@@ -43,37 +42,8 @@ def run_playbook(tmp_path):
     """
 
     def _run(playbook, extra_vars=None, check=False, diff=False, env=None, args=()):
-        if "\n" in playbook:
-            path = tmp_path / "playbook.yml"
-            path.write_text(textwrap.dedent(playbook))
-            playbook = str(path)
-        cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook]
-        if extra_vars:
-            cmd += ["-e", json.dumps(extra_vars)]
-        if check:
-            cmd.append("--check")
-        if diff:
-            cmd.append("--diff")
-        cmd += list(args)
-        full_env = dict(os.environ)
-        full_env.update({
-            "ANSIBLE_CONFIG": os.path.join(ROOT, "ansible.cfg"),
-            "ANSIBLE_STDOUT_CALLBACK": "json",
-            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
-            "ANSIBLE_LOCALHOST_WARNING": "false",
-            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false",
-        })
-        full_env.update(env or {})
-        proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, check=False)
-        results = {}
-        try:
-            data = json.loads(proc.stdout)
-        except ValueError:
-            data = {"plays": []}
-        for play in data.get("plays", []):
-            for task in play.get("tasks", []):
-                for host_result in task.get("hosts", {}).values():
-                    results[task["task"]["name"]] = host_result
+        proc, results, _data = playbook_runner.run(playbook, tmp_path, extra_vars=extra_vars, check=check,
+                                                   diff=diff, env=env, args=args)
         return PlaybookResult(proc, results)
 
     return _run
