@@ -10,14 +10,13 @@ import base64
 import binascii
 import re
 
-from ansible_collections.attestable.ami.plugins.module_utils.manifest import ManifestError, validate_measurements
+from ansible_collections.attestable.ami.plugins.module_utils.manifest import PCR_KEY, ManifestError, validate_measurements
 
 TAG_PREFIX = "attestable:"
 HASH_ALGORITHM_TAG = TAG_PREFIX + "HashAlgorithm"
 SNAPSHOT_TAG = TAG_PREFIX + "SnapshotId"
 ARCHITECTURES = ("x86_64", "arm64")
 
-_PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
 _MEASUREMENT_TAG = re.compile(r"^attestable:(HashAlgorithm|PCR([0-9]|1[0-9]|2[0-3]))$")
 _NAME = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
@@ -39,7 +38,7 @@ def measurement_tags(measurements):
         raise RegistrationError(str(exc))
     tags = {HASH_ALGORITHM_TAG: measurements["HashAlgorithm"]}
     for key, value in measurements.items():
-        if _PCR_KEY.match(key):
+        if PCR_KEY.match(key):
             tags[TAG_PREFIX + key] = value
     return tags
 

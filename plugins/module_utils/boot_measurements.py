@@ -14,9 +14,9 @@ import shutil
 import tempfile
 
 from ansible_collections.attestable.ami.plugins.module_utils import efi_siglist, esp_image, ovmf_vars, qemu_boot
+from ansible_collections.attestable.ami.plugins.module_utils.manifest import PCR_KEY
 
 REFERENCE_PCRS = (4, 7, 12)
-_PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _DIGEST_SIZES = {"sha384": 48, "sha256": 32}
 KEY_OPTIONS = ("pk", "kek", "db", "dbx")
@@ -41,7 +41,7 @@ def check_expected(expected):
             if str(value).upper() != "SHA384":
                 raise MeasuredBootError("expected: HashAlgorithm %r is not supported (expected SHA384)" % (value,))
             continue
-        match = _PCR_KEY.match(str(key))
+        match = PCR_KEY.match(str(key))
         if not match:
             raise MeasuredBootError("expected: key %r is not a PCR (expected HashAlgorithm and PCR0 to PCR23, "
                                     "as pcr_compute returns in measurements)" % (key,))

@@ -33,7 +33,7 @@ SECTION_TYPES = {
 }
 
 _HEX96 = re.compile(r"^[0-9a-f]{96}$")
-_PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
+PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
 
 
@@ -49,7 +49,7 @@ def validate_measurements(measurements, where="measurements"):
     algo = measurements.get("HashAlgorithm")
     if algo != "SHA384":
         raise ManifestError("%s.HashAlgorithm must be 'SHA384', got %r" % (where, algo))
-    pcrs = [k for k in measurements if _PCR_KEY.match(k)]
+    pcrs = [k for k in measurements if PCR_KEY.match(k)]
     if not pcrs:
         raise ManifestError("%s holds no PCR values (expected keys such as PCR4, PCR7, PCR12)" % where)
     for key in pcrs:
