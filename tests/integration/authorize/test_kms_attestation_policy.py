@@ -270,3 +270,37 @@ def test_reread_before_write_against_moto(aws, changed_between):
         assert outcome.attempts == 2 and len(reads) == 3
         assert sids == [ADMIN_STATEMENT["Sid"], ENCRYPT_STATEMENT["Sid"], "Added by someone else",
                         "AttestableAMI-ami-a"]
+
+
+def test_module_merges_again_when_the_policy_changes_between_read_and_write(aws, run_playbook):
+    """Through the module process: a proxy between the module and moto lets someone else edit the policy just
+    before the module's re-read; the module must merge again, so both edits survive."""
+    from aws_proxy import RecordingProxy
+
+    key = aws.create_key(SAFE_POLICY)
+    kms = aws.client("kms")
+    other = {"Sid": "Added by someone else", "Effect": "Allow", "Principal": {"AWS": APP_ROLE},
+             "Action": "kms:DescribeKey", "Resource": "*"}
+    reads = []
+
+    def edit_before_the_reread(entry):
+        if entry["target"].endswith(".GetKeyPolicy"):
+            reads.append(entry)
+            if len(reads) == 2:
+                edited = aws.policy(key["KeyId"])
+                edited["Statement"].append(other)
+                kms.put_key_policy(KeyId=key["KeyId"], PolicyName="default", Policy=json.dumps(edited))
+
+    proxy = RecordingProxy(aws.url, on_request=edit_before_the_reread)
+    try:
+        run = run_playbook(play(authorize_task("Authorize A", "ami-0aaaaaaaaaaaaaaa1", A)),
+                           {"endpoint": proxy.url, "key_id": key["KeyId"], "role": APP_ROLE})
+        puts = [r for r in proxy.requests if r["target"].endswith(".PutKeyPolicy")]
+    finally:
+        proxy.close()
+    assert run.rc == 0, run.stdout
+    assert len(reads) == 3, "read, re-read (changed meanwhile), re-read (unchanged) before the one write"
+    assert len(puts) == 1
+    sids = [s.get("Sid") for s in aws.policy(key["KeyId"])["Statement"]]
+    assert sids == [ADMIN_STATEMENT["Sid"], ENCRYPT_STATEMENT["Sid"], "Added by someone else",
+                    "AttestableAMI-ami-0aaaaaaaaaaaaaaa1"]
