@@ -27,6 +27,7 @@ import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 
 from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload  # noqa: E402
+from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -110,7 +111,7 @@ def main():
                  100.0 * nonzero * ebs_upload.BLOCK_SIZE / (args.size_mib * MIB), url, os.cpu_count()))
         warm_up(url)
         started = time.time()
-        ebs_upload.sha256_file(path)
+        sha256_file(path)
         print("%-26s %8.2f s  (snapshot_upload reads the image this way only to compare with an earlier "
               "upload of the same size)" % ("hash pass", time.time() - started))
         parallel, parallel_s = run(url, path, args.workers)

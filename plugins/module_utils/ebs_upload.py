@@ -40,8 +40,6 @@ RETRYABLE_ERROR_CODES = frozenset([
     "RequestTimeout", "RequestTimeoutException",
 ])
 
-_READ_CHUNK = 4 * 1024 * 1024
-
 
 class UploadError(Exception):
     """The upload cannot go on; the message says why and what to do."""
@@ -93,18 +91,6 @@ def volume_size_gib(size_bytes):
 
 def block_count(size_bytes):
     return (size_bytes + BLOCK_SIZE - 1) // BLOCK_SIZE
-
-
-def sha256_file(path):
-    """Hex SHA-256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(_READ_CHUNK)
-            if not chunk:
-                break
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def iter_blocks(handle, size=None):

@@ -18,7 +18,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ast
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,8 @@ import shutil
 import signal
 import subprocess
 import time
+
+from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file
 
 MARKER_NAME = ".attestable-kiwi-build.json"
 MARKER_VERSION = 1
@@ -63,11 +64,7 @@ def build_key(description_digest, profiles, kiwi_args, config_digest):
 def file_digest(path):
     if not path:
         return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + sha256_file(path)
 
 
 def read_marker(target_dir):

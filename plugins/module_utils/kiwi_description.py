@@ -24,6 +24,8 @@ import os
 import re
 import stat
 
+from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file
+
 DIGEST_ALGORITHM = "sha256"
 
 # RuntimeChecker methods that only look at the description (never at the host or the network).
@@ -123,19 +125,11 @@ def description_digest(description):
         if stat.S_ISLNK(info.st_mode):
             kind, content_hash = "l", hashlib.sha256(os.readlink(path).encode("utf-8")).hexdigest()
         else:
-            kind, content_hash = "f", _file_sha256(path)
+            kind, content_hash = "f", sha256_file(path)
         entries.append((rel, kind, stat.S_IMODE(info.st_mode) & 0o111 and "x" or "-", content_hash))
     for rel, kind, executable, content_hash in entries:
         digest.update(("%s\0%s%s\0%s\n" % (rel.replace(os.sep, "/"), kind, executable, content_hash)).encode("utf-8"))
     return "%s:%s" % (DIGEST_ALGORITHM, digest.hexdigest())
-
-
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_kiwi():

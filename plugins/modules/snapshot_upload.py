@@ -173,6 +173,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
+from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -295,7 +296,7 @@ def main():
                   bytes_uploaded=0, requests=0, retries=0)
     candidates = find_snapshots(module, ec2, size, volume_size, encrypted, params["kms_key_id"])
     if image_sha256 is None and (candidates or module.check_mode):
-        image_sha256 = ebs_upload.sha256_file(params["src"])  # only to compare with earlier uploads
+        image_sha256 = sha256_file(params["src"])  # only to compare with earlier uploads
     existing = matching(candidates, image_sha256) if candidates else None
     before = {"snapshot_id": existing["SnapshotId"], "image_sha256": image_sha256} if existing else {}
 
