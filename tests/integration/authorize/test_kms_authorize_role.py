@@ -57,7 +57,8 @@ def test_authorize_from_manifest_and_ami_then_retire(aws, run_playbook, tmp_path
     ami_b = aws.tagged_ami("attestable-b", B)
     manifest_b = tmp_path / "b.json"
     run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=ami_b,
-                                            kms_authorize_manifest_path=str(manifest_b)))
+                                            kms_authorize_manifest_path=str(manifest_b),
+                                            kms_authorize_boot_mode="standard"))
     assert run.rc == 0, run.stdout + run.stderr
     for key_id, region in where:
         policy = aws.policy(key_id, region)
@@ -67,7 +68,8 @@ def test_authorize_from_manifest_and_ami_then_retire(aws, run_playbook, tmp_path
 
     # A second identical run changes nothing.
     run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=ami_b,
-                                            kms_authorize_manifest_path=str(manifest_b)))
+                                            kms_authorize_manifest_path=str(manifest_b),
+                                            kms_authorize_boot_mode="standard"))
     assert run.rc == 0
     assert not any(r["changed"] for r in run.task(PREFIX + "Write the image's statement into every key policy")["results"])
 
@@ -87,7 +89,7 @@ def test_a_bad_key_stops_the_run_before_any_policy_changes(aws, run_playbook):
     good = aws.create_key(SAFE_POLICY)
     before = aws.policy_text(good["KeyId"])
     ami = aws.tagged_ami("attestable-c", measurements("c" * 96))
-    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_ami_id=ami,
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_ami_id=ami, kms_authorize_boot_mode="standard",
                                             kms_authorize_keys=[{"key_id": good["KeyId"]},
                                                                 {"key_id": "alias/missing-key"}]))
     assert run.rc != 0
