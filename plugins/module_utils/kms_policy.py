@@ -252,8 +252,8 @@ def is_module_form(statement):
     """True when an owned statement has the form build_statement gives (its values may differ): an Allow of
     recipient actions for AWS principals, conditioned by StringEqualsIgnoreCase on PCR keys only, one 96-hex value
     each. Anything else in the owned Sid namespace is a hand edit."""
-    if not isinstance(statement, dict) or set(statement) != {"Sid", "Effect", "Principal", "Action", "Resource",
-                                                               "Condition"}:
+    fields = {"Sid", "Effect", "Principal", "Action", "Resource", "Condition"}
+    if not isinstance(statement, dict) or set(statement) != fields:
         return False
     if statement["Effect"] != "Allow" or statement["Resource"] != "*":
         return False

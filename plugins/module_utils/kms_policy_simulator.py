@@ -198,8 +198,8 @@ def _statement_principal_applies(statement, requester, where):
         return any(_principal_matches(requester, v)
                    for v in _principal_values(statement["Principal"], where + ".Principal"))
     if "NotPrincipal" in statement:
-        return not _not_principal_exempts(requester, _principal_values(statement["NotPrincipal"],
-                                                                        where + ".NotPrincipal"))
+        values = _principal_values(statement["NotPrincipal"], where + ".NotPrincipal")
+        return not _not_principal_exempts(requester, values)
     raise SimulatorError("%s has neither Principal nor NotPrincipal (a key policy statement needs one)" % where)
 
 

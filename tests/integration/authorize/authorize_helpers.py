@@ -35,8 +35,8 @@ class Aws(object):
     def create_role(self, arn):
         """An IAM role (moto's IAM) for a principal ARN such as APP_ROLE, so that the module's IAM check finds it."""
         path, name = ("/" + arn.split(":role/", 1)[1]).rsplit("/", 1)
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                          "Principal": {"Service": "ec2.amazonaws.com"}}]}
+        trust = {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}]}
         return self.client("iam").create_role(RoleName=name, Path=path + "/", AssumeRolePolicyDocument=json.dumps(trust))
 
     def create_key(self, policy=None, region="us-east-1", multi_region=False):
