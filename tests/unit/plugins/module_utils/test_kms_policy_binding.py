@@ -209,16 +209,17 @@ def existing_policies(draw):
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+MODES = st.sampled_from(["standard", "secure_boot", None])
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(boot_mode=st.sampled_from(["standard", "secure_boot", None]), option_mode=st.sampled_from([None, "standard",
-                                                                                                   "secure_boot"]),
-       pcr4=HEX96, pcr7=st.one_of(st.just(kp.STANDARD_BOOT_PCR7), HEX96), pcr12=st.one_of(st.just(ZERO), HEX96),
-       pcr_choice=st.one_of(st.none(), st.lists(PCR_INDEXES, min_size=1, max_size=4)),
+@given(boot_mode=MODES, option_mode=MODES, pcr4=HEX96, pcr7=st.one_of(st.just(kp.STANDARD_BOOT_PCR7), HEX96),
+       pcr12=st.one_of(st.just(ZERO), HEX96), pcr_choice=st.one_of(st.none(), st.lists(PCR_INDEXES, min_size=1, max_size=4)),
        allow_missing_pcr12=st.booleans(), expect_nonzero_pcr12=st.booleans(), force=st.booleans(),
        existing=existing_policies(), probe=st.data())
-def test_whatever_the_module_writes_refuses_other_images(boot_mode, option_mode, pcr4, pcr7, pcr12, pcr_choice,
-                                                           allow_missing_pcr12, expect_nonzero_pcr12, force,
-                                                           existing, probe):
+def test_whatever_the_module_writes_refuses_other_images(
+        boot_mode, option_mode, pcr4, pcr7, pcr12, pcr_choice, allow_missing_pcr12, expect_nonzero_pcr12, force,
+        existing, probe):
     m = measurements(pcr4, pcr7, pcr12, boot_mode)
     image = "ami-0%015x" % probe.draw(st.integers(0, 3))
     try:
