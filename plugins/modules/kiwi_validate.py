@@ -43,7 +43,7 @@ description:
     it runs on Python 3.9. Attributes KIWI added within a schema version are named with the KIWI release that
     knows them; an attestable description (C(overlayroot_readonly_filesystem), C(<dracut uefi="true">)) needs
     KIWI 10.2.23 or newer.
-  - The description digest skips FIFOs, sockets and device nodes (with a warning) instead of reading them.
+  - The description digest counts FIFOs, sockets and device nodes by their kind, without reading them, and warns.
   - Needs the C(kiwi) Python package where it runs. Changes nothing.
 author:
   - Attestable AMI maintainers (@attestable)
@@ -256,7 +256,8 @@ def main():
     except (IOError, OSError) as exc:
         module.fail_json(msg="kiwi_validate: cannot read description %s: %s" % (path, exc), description=path)
     for rel, kind in skipped:
-        module.warn("the description digest skips %s (a %s): KIWI copies no such file into an image" % (rel, kind))
+        module.warn("the description holds %s, a %s: the digest counts it by its kind without reading it, and "
+                    "KIWI copies it into the image if it is in root/" % (rel, kind))
 
     description_dir = os.path.dirname(os.path.abspath(summary["config_file"]))
     missing = _missing_setting_findings(summary)
