@@ -20,3 +20,57 @@ def processes_mentioning(marker):
     """Full command lines (ps -ww: never cut to the terminal width) of running processes that mention marker."""
     out = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if marker in line and not line.startswith("ps ")]
+
+
+# Guest /init scripts for boots to userspace (busybox from the host's busybox-static, as build-uki.sh uses).
+INIT_PROLOGUE = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev
+"""
+
+
+def pcr_extend_command(pcr, data):
+    """A TPM2_PCR_Extend command (password session) extending SHA-256 and SHA-384 of data into pcr."""
+    import hashlib
+    import struct
+    auth = struct.pack(">IHBH", 0x40000009, 0, 0, 0)  # TPM_RS_PW, empty nonce, no attributes, empty hmac
+    digests = struct.pack(">I", 2)
+    for alg, name in ((0x000B, "sha256"), (0x000C, "sha384")):
+        digests += struct.pack(">H", alg) + hashlib.new(name, data).digest()
+    body = struct.pack(">II", pcr, len(auth)) + auth + digests
+    return struct.pack(">HII", 0x8002, 10 + len(body), 0x182) + body
+
+
+def uki_with_init(base_uki, init_script, output, files=None):
+    """base_uki (from build-uki.sh) with its .initrd replaced: busybox, init_script as /init, files {name: bytes}.
+
+    objcopy --update-section keeps the kernel, stub, .cmdline (console=ttyS0 panic=-1 quiet) and the section
+    layout (.initrd is the last section, so it may grow).
+    """
+    import shutil
+    import tempfile
+    work = tempfile.mkdtemp(prefix="uki-init-")
+    try:
+        tree = os.path.join(work, "tree")
+        for directory in ("bin", "proc", "sys", "dev"):
+            os.makedirs(os.path.join(tree, directory))
+        shutil.copy("/bin/busybox", os.path.join(tree, "bin", "busybox"))
+        with open(os.path.join(tree, "init"), "w") as handle:
+            handle.write(init_script)
+        os.chmod(os.path.join(tree, "init"), 0o755)
+        for name, data in (files or {}).items():
+            with open(os.path.join(tree, name), "wb") as handle:
+                handle.write(data)
+        cpio = os.path.join(work, "initrd.cpio")
+        names = subprocess.run(["find", ".", "-mindepth", "1"], cwd=tree, capture_output=True, text=True,
+                               check=True).stdout
+        with open(cpio, "wb") as handle:
+            subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=tree, input=names.encode(),
+                           stdout=handle, check=True)
+        subprocess.run(["objcopy", "--update-section", ".initrd=%s" % cpio, base_uki, output], check=True,
+                       capture_output=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return output
