@@ -131,8 +131,12 @@ def qemu_command(arch, code, vars_copy, disk, tpm_socket, console):
         "-serial", "file:%s" % console,
     ]
     if arch == "x86_64":
+        # NVMe, as EC2 Nitro instances present EBS volumes, and because cloud kernels (Debian's
+        # linux-image-cloud-amd64) have no AHCI driver for q35's IDE/SATA bus: booting to userspace needs a
+        # disk the kernel sees. The firmware's PCR4/7/12 measurements do not depend on the disk's bus.
         return (["qemu-system-x86_64", "-machine", "q35,smm=off", "-cpu", "max"] + accel + common
-                + ["-device", "tpm-tis,tpmdev=tpm0", "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"])
+                + ["-device", "tpm-tis,tpmdev=tpm0",
+                   "-device", "nvme,drive=disk0,serial=attestable-boot,bootindex=0"])
     return (["qemu-system-aarch64", "-machine", "virt", "-cpu", "max"] + accel + common
             + ["-device", "tpm-tis-device,tpmdev=tpm0", "-device", "virtio-blk-pci,drive=disk0,bootindex=0"])
 

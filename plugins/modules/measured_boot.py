@@ -23,10 +23,10 @@ description:
   - With O(until=userspace) the OS boots on until its serial console prints a line matching O(console_expect)
     (proof that it reached userspace, for example on a dm-verity protected root), and the task fails when the
     console shows a dm-verity corruption or a kernel panic, the guest powers off first, or O(timeout) passes
-    (RV(boot_failed) says which). The measurements are still those up to ExitBootServices: what the kernel or
+    (RV(boot_failed) says which). The measurements are still those up to ExitBootServices; what the kernel or
     userspace extends later (IMA, systemd's PCR11 phases, anything into PCR12) is left out of RV(measured),
     RV(events) and the comparison with O(expected).
-  - O(expect_boot_failure) turns a failure into the expected result, for tamper proofs: the task then succeeds only
+  - O(expect_boot_failure) turns a failure into the expected result (for tamper proofs); the task then succeeds only
     when the boot failed in exactly that way.
   - With O(expected) (the RV(attestable.ami.pcr_compute#module:measurements) of M(attestable.ami.pcr_compute)),
     any PCR that differs fails the task, and RV(comparison) shows the measured extends beside the events the
@@ -244,7 +244,8 @@ reached_userspace:
 boot_failed:
   description:
     - How the boot failed, or V(null) when it reached its stage. V(verity) when the console shows a dm-verity
-      corruption (C(dm-verity device corrupted), C(device-mapper: verity: ... block N is corrupted)); V(panic) for
+      corruption (the kernel's C(dm-verity device corrupted) panic, or a C(block N is corrupted) message of
+      device-mapper's verity target); V(panic) for
       any other kernel panic; V(timeout) when O(timeout) passed; V(exited) when the guest powered off or reset
       before reaching its stage.
   returned: when the boot ran

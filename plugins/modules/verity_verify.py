@@ -18,7 +18,7 @@ description:
     O(partition_type)) or a file (O(data)). With O(disk) and a veritytab, the partition may also be found by the
     veritytab's data device (C(UUID=) of the filesystem, C(PARTUUID=), C(PARTLABEL=)).
   - The reference root hash is O(root_hash), an entry of a veritytab (O(veritytab)), or the C(/etc/veritytab) inside
-    the initrd of a Unified Kernel Image (O(uki)): the root hash the booted kernel will actually enforce, rather than
+    the initrd of a Unified Kernel Image (O(uki)), that is the root hash the booted kernel will actually enforce, rather than
     the one a build tool logged. The veritytab's C(hash-offset=), C(hash-block-size=), C(data-block-size=),
     C(data-blocks=), C(hash=), C(salt=), C(format=) and C(superblock=false) options are applied (KIWI writes
     C(verityroot UUID=... UUID=... ROOTHASH hash-offset=N,hash-block-size=4096)).

@@ -44,10 +44,11 @@ def pcr_extend_command(pcr, data):
 
 
 def uki_with_init(base_uki, init_script, output, files=None):
-    """base_uki (from build-uki.sh) with its .initrd replaced: busybox, init_script as /init, files {name: bytes}.
+    """base_uki (from build-uki.sh) with its .initrd replaced: busybox, init_script as /init, files {path: bytes}
+    (paths relative to the initrd's root, parent directories created).
 
-    objcopy --update-section keeps the kernel, stub, .cmdline (console=ttyS0 panic=-1 quiet) and the section
-    layout (.initrd is the last section, so it may grow).
+    The kernel, stub, .cmdline (console=ttyS0 panic=-1 quiet) and the section layout stay (.initrd is the last
+    section, so it may grow).
     """
     import shutil
     import tempfile
@@ -61,16 +62,26 @@ def uki_with_init(base_uki, init_script, output, files=None):
             handle.write(init_script)
         os.chmod(os.path.join(tree, "init"), 0o755)
         for name, data in (files or {}).items():
-            with open(os.path.join(tree, name), "wb") as handle:
+            path = os.path.join(tree, name)
+            if not os.path.isdir(os.path.dirname(path)):
+                os.makedirs(os.path.dirname(path))
+            with open(path, "wb") as handle:
                 handle.write(data)
+            os.chmod(path, 0o755)
         cpio = os.path.join(work, "initrd.cpio")
         names = subprocess.run(["find", ".", "-mindepth", "1"], cwd=tree, capture_output=True, text=True,
                                check=True).stdout
         with open(cpio, "wb") as handle:
             subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=tree, input=names.encode(),
                            stdout=handle, check=True)
-        subprocess.run(["objcopy", "--update-section", ".initrd=%s" % cpio, base_uki, output], check=True,
-                       capture_output=True)
+        # remove and add again at the same address: --update-section would keep the old VirtualSize, and the
+        # stub hands the kernel only that many bytes
+        vma = subprocess.run(["objdump", "-h", base_uki], capture_output=True, text=True, check=True).stdout
+        vma = [line.split()[3] for line in vma.splitlines() if line.split()[1:2] == [".initrd"]][0]
+        stripped = os.path.join(work, "stripped.efi")
+        subprocess.run(["objcopy", "--remove-section", ".initrd", base_uki, stripped], check=True, capture_output=True)
+        subprocess.run(["objcopy", "--add-section", ".initrd=%s" % cpio, "--change-section-vma",
+                        ".initrd=0x%s" % vma, stripped, output], check=True, capture_output=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return output

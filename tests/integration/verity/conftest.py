@@ -1,4 +1,5 @@
 """One KIWI-like verity disk per module (erofs + veritysetup format into the same file, GPT, UKI with veritytab)."""
+import hashlib
 import os
 import shutil
 import tempfile
@@ -18,8 +19,9 @@ def verity_image():
         os.makedirs(os.path.join(tree, "usr", "bin"))
         with open(os.path.join(tree, "etc", "os-release"), "w") as handle:
             handle.write('NAME="verity test"\n')
+        tool = os.urandom(3 * 1024 * 1024)  # incompressible: several MiB of data blocks
         with open(os.path.join(tree, "usr", "bin", "tool"), "wb") as handle:
-            handle.write(os.urandom(3 * 1024 * 1024))  # incompressible: several MiB of data blocks
+            handle.write(tool)
         filesystem = os.path.join(work, "root.erofs")
         verity = verity_disk.make_verity_filesystem(filesystem, tree)
         disk = verity_disk.make_disk(os.path.join(work, "disk.raw"), filesystem)
@@ -28,7 +30,8 @@ def verity_image():
             handle.write(verity_disk.veritytab_line(verity))
         uki = verity_disk.make_uki_with_veritytab(os.path.join(work, "image.efi"), verity_disk.veritytab_line(verity),
                                                   work)
-        yield {"dir": work, "disk": disk, "filesystem": filesystem, "uki": uki, "veritytab": tab, "verity": verity}
+        yield {"dir": work, "disk": disk, "filesystem": filesystem, "uki": uki, "veritytab": tab, "verity": verity,
+               "tool_sha256": hashlib.sha256(tool).hexdigest()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,6 +1,5 @@
 """verity: veritytab parsing, initrd reading (cpio, compressed, concatenated), GPT lookup, input checks."""
 import gzip
-import io
 import lzma
 import os
 import shutil
