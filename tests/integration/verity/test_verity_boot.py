@@ -95,8 +95,8 @@ def test_the_intact_verity_root_verifies_and_boots_to_userspace(run_playbook, ve
     assert os.listdir(short_tmpdir) == [] and processes_mentioning(short_tmpdir) == []
 
 
-def test_a_flipped_byte_of_the_root_partition_stops_the_boot_with_dm_verity(run_playbook, verity_image, verity_boot,
-                                                                           short_tmpdir):
+def test_a_flipped_byte_of_the_root_partition_stops_the_boot_with_dm_verity(run_playbook, verity_boot,
+                                                                            short_tmpdir):
     run = run_playbook(PROVE, extra_vars={"uki": verity_boot["uki"], "disk": verity_boot["tampered"],
                                           "tampered": True}, env={"TMPDIR": short_tmpdir})
     assert run.rc == 0, run.stdout[-3000:]
