@@ -181,6 +181,18 @@ secure_boot:
   description: Whether the measurements assume Secure Boot (O(pk) given).
   returned: always
   type: bool
+boot_mode:
+  description:
+    - How an instance of the image boots for these measurements, V(secure_boot) when O(pk) is given (Secure Boot
+      is enforced exactly when a PK is enrolled), else V(standard).
+    - O(kek) or O(db) without O(pk) measure into PCR7 but enforce nothing, so the mode stays V(standard) (with a
+      warning); a key policy binding such a PCR7 alone would accept any image booted with those variables.
+    - Record it as the manifest's C(measurements.boot_mode) and give it to
+      P(attestable.ami.kms_attestation_policy#module), which never infers the boot mode from PCR values.
+  returned: always
+  type: str
+  choices: [standard, secure_boot]
+  sample: standard
 tool:
   description: Path and rpm version (null when unknown) of the nitro-tpm-pcr-compute that ran.
   returned: when nitro-tpm-pcr-compute ran
@@ -342,6 +354,10 @@ def main():
         module.fail_json(msg="images: give at least one EFI image path (in load order)")
     inputs = dict((key, module.params[key]) for key in ("images", "pk", "kek", "db", "dbx"))
     result = _compute(module, inputs)
+    result["boot_mode"] = pcr_engine.boot_mode(inputs["pk"], inputs["kek"], inputs["db"])
+    if result["boot_mode"] == "standard" and (inputs["kek"] or inputs["db"]):
+        module.warn("kek/db given without pk: Secure Boot is not enforced without a PK, so boot_mode is standard; "
+                    "bind PCR4 and PCR12 (a PCR7 of these variables alone would accept any image)")
     result["changed"] = False
     if module.params["dest"]:
         _handle_dest(module, result)
