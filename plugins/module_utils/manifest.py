@@ -17,7 +17,6 @@ Every section is optional; a stage replaces the sections it owns and leaves the 
 
 import copy
 import json
-import os
 import re
 
 from ansible_collections.attestable.ami.plugins.module_utils import atomic_file
@@ -129,13 +128,21 @@ def new():
     return {"schema_version": SCHEMA_VERSION}
 
 
+class ManifestFileError(ManifestError, OSError):
+    """The manifest path is not a regular file or cannot be read or written (both a ManifestError and an OSError,
+    so callers catching either report it); the message names the path."""
+
+
 def load(path):
-    """Read a manifest file; a missing file is an empty manifest."""
-    if not os.path.exists(path):
+    """Read a manifest file; a missing file is an empty manifest. Directories, FIFOs, symlinks... are refused."""
+    try:
+        text = atomic_file.read_text(path)
+    except (IOError, OSError) as exc:
+        raise ManifestFileError("manifest %s" % exc if str(path) in str(exc) else "manifest %s: %s" % (path, exc))
+    if text is None:
         return new()
     try:
-        with open(path, "r") as handle:
-            data = json.load(handle)
+        data = json.loads(text)
     except ValueError as exc:
         raise ManifestError("%s is not valid JSON: %s" % (path, exc))
     return validate(data, where=path)
@@ -160,5 +167,9 @@ def dumps(manifest):
 
 
 def write(path, manifest):
-    """Write atomically; returns True when the file content changed."""
-    return atomic_file.write_text(path, dumps(validate(manifest, where=path)))
+    """Write atomically (an existing file keeps its mode); returns True when the file content changed."""
+    text = dumps(validate(manifest, where=path))
+    try:
+        return atomic_file.write_text(path, text)
+    except (IOError, OSError) as exc:
+        raise ManifestFileError("manifest %s" % exc if str(path) in str(exc) else "manifest %s: %s" % (path, exc))

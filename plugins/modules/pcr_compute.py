@@ -87,7 +87,10 @@ options:
     description:
       - 'Write the measurements to this file as JSON, in the tool''s own output format
         C({"Measurements": {"HashAlgorithm": "SHA384", "PCR4": ..., "PCR7": ..., "PCR12": ...}}).'
-      - The file is rewritten (and the task reports changed) only when its JSON content differs.
+      - The file is rewritten (and the task reports changed) only when its JSON content differs, in one rename;
+        an existing file keeps its permission bits.
+      - It must be a regular file or a new path in an existing directory; a directory, FIFO, socket, device or
+        symbolic link is refused.
     type: path
 attributes:
   check_mode:
@@ -304,11 +307,13 @@ def _dest_text(measurements):
 
 
 def _read_dest(path):
-    """(text, parsed JSON or None) of an existing dest file; (None, None) when it does not exist."""
-    if not os.path.exists(path):
+    """(text, parsed JSON or None) of an existing dest file; (None, None) when it does not exist.
+
+    A directory, FIFO, symlink or other non-regular dest is refused (atomic_file.UnsafeFileError, an OSError).
+    """
+    text = atomic_file.read_text(path)
+    if text is None:
         return None, None
-    with open(path) as handle:
-        text = handle.read()
     try:
         return text, json.loads(text)
     except ValueError:
@@ -320,7 +325,8 @@ def _handle_dest(module, result):
     try:
         before_text, before = _read_dest(path)
     except (IOError, OSError) as exc:
-        module.fail_json(msg="dest %s: cannot read it: %s" % (path, exc), **result)
+        module.fail_json(msg="dest %s" % exc if path in str(exc) else "dest %s: cannot read it: %s" % (path, exc),
+                         **result)
     after_text = _dest_text(result["measurements"])
     changed = before != {"Measurements": result["measurements"]}
     result.update(changed=changed, dest=path)
@@ -332,7 +338,8 @@ def _handle_dest(module, result):
         try:
             atomic_file.write_text(path, after_text)
         except (IOError, OSError) as exc:
-            module.fail_json(msg="dest %s: cannot write it: %s" % (path, exc), **result)
+            module.fail_json(msg="dest %s" % exc if path in str(exc) else "dest %s: cannot write it: %s" % (path, exc),
+                             **result)
 
 
 def main():
