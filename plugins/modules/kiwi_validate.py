@@ -227,7 +227,8 @@ def _missing_setting_findings(summary):
     values = {"overlayroot": build.get("overlayroot"), "erofs": build.get("overlayroot_readonly_filesystem"),
               "verity": build.get("verity_blocks"), "uki": uki,
               "verity_panic": build.get("kernelcmdline"), "no_initrd_shell": build.get("kernelcmdline")}
-    return [kiwi_findings.finding(kiwi_description.SETTING_LOCATIONS[key], str(values[key]), text)
+    return [kiwi_findings.finding(kiwi_description.SETTING_LOCATIONS[key],
+                                  "(not set)" if values[key] is None else str(values[key]), text)
             for key, text in kiwi_description.missing_settings(summary)]
 
 
