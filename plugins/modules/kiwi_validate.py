@@ -104,6 +104,19 @@ EXAMPLES = r"""
 - name: Show which packages the image will hold
   ansible.builtin.debug:
     var: validation.description.packages
+
+- name: Validate again on the builder, with its own KIWI and the host paths (signing keys, dir:// repositories)
+  attestable.ami.kiwi_validate:
+    description: /var/tmp/description
+    check_host_paths: true
+    require_attestable: true
+  delegate_to: "{{ builder_host }}"
+  register: builder_validation
+
+- name: Show what would make the image unattestable
+  ansible.builtin.debug:
+    msg: "{{ item.setting }} {{ item.value }}: {{ item.reason }} ({{ item.severity }})"
+  loop: "{{ validation.findings }}"
 """
 
 RETURN = r"""
