@@ -36,8 +36,9 @@ def module_options(names):
 def test_awx_tasks_use_only_documented_options():
     tasks = load("configure.yml")[0]["tasks"]
     used = [(name, args) for task in tasks for name, args in task.items() if name.startswith("awx.awx.")]
-    assert {name for name, _args in used} >= {"awx.awx.credential", "awx.awx.project", "awx.awx.job_template",
-                                               "awx.awx.workflow_job_template", "awx.awx.execution_environment"}
+    needed = {"awx.awx.credential", "awx.awx.project", "awx.awx.job_template", "awx.awx.workflow_job_template",
+              "awx.awx.execution_environment"}
+    assert {name for name, _args in used} >= needed
     options = module_options(sorted({name for name, _args in used}))
     for name, args in used:
         unknown = sorted(set(args) - set(options[name]))
