@@ -4,9 +4,11 @@ measured_boot boots the disk to userspace with expected = the prediction, and th
 block 0 of the erofs partition flipped (a byte erofs itself never reads: only dm-verity can notice) must stop
 with boot_failed: verity. One build (minutes) shared by the module, two boots of ~1-3 min under TCG.
 """
+import json
 import os
 import shutil
 import sys
+import time
 
 import pytest
 
@@ -71,6 +73,14 @@ PROVE = """
 """
 
 
+def _read(path):
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 @pytest.fixture(scope="module")
 def kiwi_debian(tmp_path_factory):
     if not _role_has_debian():
@@ -79,9 +89,18 @@ def kiwi_debian(tmp_path_factory):
     import kiwi_testlib
     import playbook_runner
     work = tmp_path_factory.mktemp("kiwi-debian")
-    proc, results, _data = playbook_runner.run(BUILD, work, extra_vars={
-        "dest": str(work / "description"), "target": str(work / "build"), "mirror": kiwi_testlib.debian_mirror()})
-    build = results.get("Build", [{}])[-1]
+    extra_vars = {"dest": str(work / "description"), "mirror": kiwi_testlib.debian_mirror()}
+    for attempt in range(5):
+        extra_vars["target"] = str(work / ("build-%d" % attempt))
+        # KIWI runs tools inside the image root, where a per-user TMPDIR does not exist
+        proc, results, _data = playbook_runner.run(BUILD, work, extra_vars=extra_vars, env={"TMPDIR": "/tmp"})
+        build = results.get("Build", [{}])[-1]
+        # another build on this machine may hold KIWI's shared apt cache lock: wait for it
+        if proc.returncode != 0 and attempt < 4 and "Could not get lock" in json.dumps(build) + _read(
+                os.path.join(extra_vars["target"], "kiwi-build.log")):
+            time.sleep(60)
+            continue
+        break
     assert proc.returncode == 0, (build.get("msg"), build.get("error_lines"), proc.stdout[-3000:])
     tampered = str(work / "tampered.raw")
     shutil.copyfile(build["disk"], tampered)
