@@ -121,8 +121,8 @@ def _prove(run_playbook, kiwi_debian, disk, tmpdir, **extra):
     return run
 
 
-def test_the_kiwi_disk_verifies_and_boots_to_userspace_with_the_predicted_pcrs(run_playbook, kiwi_debian,
-                                                                               tmp_path_factory):
+def test_the_kiwi_disk_verifies_and_boots_to_userspace_with_the_predicted_pcrs(
+        run_playbook, kiwi_debian, tmp_path_factory):
     tmpdir = str(tmp_path_factory.mktemp("kb"))
     run = _prove(run_playbook, kiwi_debian, kiwi_debian["build"]["disk"], tmpdir)
     checked = run.task("Verify the root partition against the UKI's veritytab")
@@ -137,8 +137,8 @@ def test_the_kiwi_disk_verifies_and_boots_to_userspace_with_the_predicted_pcrs(r
     assert os.listdir(tmpdir) == [] and processes_mentioning(tmpdir) == []
 
 
-def test_a_flipped_byte_of_the_kiwi_erofs_partition_stops_the_boot_with_dm_verity(run_playbook, kiwi_debian,
-                                                                                 tmp_path_factory):
+def test_a_flipped_byte_of_the_kiwi_erofs_partition_stops_the_boot_with_dm_verity(
+        run_playbook, kiwi_debian, tmp_path_factory):
     tmpdir = str(tmp_path_factory.mktemp("kt"))
     run = _prove(run_playbook, kiwi_debian, kiwi_debian["tampered"], tmpdir, expect_boot_failure="verity")
     checked = run.task("Verify the root partition against the UKI's veritytab")
