@@ -42,13 +42,6 @@ def _vfat_available():
     return os.path.isfile("/sbin/mount.vfat")
 
 
-def _build_env():
-    env = {"TMPDIR": "/tmp"}  # KIWI runs tools in the image root, where a per-user TMPDIR does not exist
-    with open("/proc/filesystems") as handle:
-        if "vfat" not in handle.read().split():
-            env["SYSTEMD_RELAX_ESP_CHECKS"] = "1"  # bootctl accepts the helpers' ramfs as the ESP
-    return env
-
 
 def _final(results):
     return results.get("Build the image", [{}])[-1]
@@ -63,17 +56,18 @@ def debian_uefi(module_workdir):
         "image_description_distribution": "debian", "image_description_name": "debian-attestable",
         "image_description_dest": description,
         # The machine's own apt mirror: apt checks the archive's signatures either way (repository_gpgcheck).
-        "image_description_debian_mirror": debian_mirror(),
-        "ansible_python_interpreter": os.path.join(os.path.dirname(shutil.which("python") or "/usr/bin/python3"),
-                                                   "python")})
+        "image_description_debian_mirror": debian_mirror()})
     assert proc.returncode == 0, proc.stdout[-4000:]
     rendering = results["Report the rendering"][-1]["image_description_result"]
     assert rendering["attestable"] is True and rendering["distribution"] == "debian"
     started = time.time()
     for attempt in range(3):
         target = module_workdir / ("image-%d" % attempt)
-        proc, results, _data = run_playbook_text(BUILD_PLAYBOOK, module_workdir, env=_build_env(), extra_vars={
-            "description": description, "target_dir": str(target)})
+        # kiwi_build adds SYSTEMD_RELAX_ESP_CHECKS=1 itself where the kernel has no vfat; TMPDIR: KIWI runs tools in
+        # the image root, where the per-engineer TMPDIR of the test environment does not exist.
+        proc, results, _data = run_playbook_text(BUILD_PLAYBOOK, module_workdir, extra_vars={
+            "description": description, "target_dir": str(target),
+            "kiwi_build_args": {"environment": {"TMPDIR": "/tmp"}}})
         build = _final(results)
         # Another build on this machine may hold the shared apt cache's lock: wait for it, once or twice.
         if proc.returncode != 0 and "Could not get lock" in json.dumps(build) and attempt < 2:
