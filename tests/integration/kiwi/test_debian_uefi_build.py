@@ -42,7 +42,6 @@ def _vfat_available():
     return os.path.isfile("/sbin/mount.vfat")
 
 
-
 def _final(results):
     return results.get("Build the image", [{}])[-1]
 
