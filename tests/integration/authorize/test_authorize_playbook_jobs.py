@@ -127,3 +127,21 @@ def test_verify_passes_on_the_binding_and_fails_on_tampering(aws, tmp_path):
         verify_vars, verify_principals=[], attestable_manifest=dict(manifest, kms=[])))
     assert proc.returncode != 0
     assert "differ from the manifest" in proc.stdout
+
+
+def test_manifest_kept_in_s3_is_read_and_written_back(aws, tmp_path):
+    key = aws.create_key(SAFE_POLICY)
+    ami = aws.tagged_ami("attestable-s3", {})
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="attestable-manifests")
+    s3.put_object(Bucket="attestable-manifests", Key="team/app/manifest.json", Body=json.dumps(
+        {"schema_version": 1, "amis": {"us-east-1": ami}, "measurements": dict(A, engines=["python"])}))
+    proc, _results, _data = run_job(tmp_path, job_vars(aws, key, attestable_manifest_s3="s3://attestable-manifests/team/app"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [s["Sid"] for s in aws.policy(key["KeyId"])["Statement"]][-1] == "AttestableAMI-" + ami
+    stored = json.loads(s3.get_object(Bucket="attestable-manifests", Key="team/app/manifest.json")["Body"].read())
+    assert [e["statement_id"] for e in stored["kms"]] == ["AttestableAMI-" + ami]
+    assert not os.listdir(str(tmp_path / "job"))
+
+    proc, _results, _data = run_job(tmp_path, job_vars(aws, key, attestable_manifest_s3="https://not-s3/x"))
+    assert proc.returncode != 0 and "must look like s3://bucket/prefix" in proc.stdout
