@@ -347,8 +347,8 @@ def find_verified(module, ec2, candidates, size, image_sha256, result):
             result["verified_blocks"] = compared
             return snap, image_sha256
         result["reuse_rejected"].append({"snapshot_id": snap["SnapshotId"], "reason": reason})
-        module.warn("Snapshot %s is tagged as an upload of this image (SHA-256 %s) but its content does not match: "
-                    "%s. It is not reused (and left as it is); the image is uploaded again."
+        module.warn("Snapshot %s is tagged as an upload of this image (SHA-256 %s) but it does not verify: %s. "
+                    "It is not reused (and left as it is); the image is uploaded again."
                     % (snap["SnapshotId"], image_sha256, reason))
     return None, image_sha256
 
