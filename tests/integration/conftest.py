@@ -83,3 +83,17 @@ def moto_server():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def debian_uefi_build(tmp_path_factory):
+    """The role's Debian flavour built once per session by kiwi_build (tests/integration/debian_uefi_build.py)."""
+    if os.geteuid() != 0:
+        pytest.skip("kiwi-ng system build needs root")
+    pytest.importorskip("kiwi")
+    import debian_uefi_build as builder
+
+    if not builder.vfat_available():
+        pytest.skip("no vfat driver and no /sbin/mount.vfat: run scripts/bootstrap.sh")
+    return builder.build(tmp_path_factory.mktemp("debian-uefi"))
+

@@ -2,80 +2,30 @@
 oem disk on this machine (the vfat helpers of scripts/vfat/ stand in for the missing vfat driver), then checked
 without trusting KIWI's own account: the ESP read with mtools, the UKI's sections with objcopy, the root hash from
 the UKI's initrd, dm-verity verified in userspace, PCRs predicted by pcr_compute and measured by OVMF + swtpm
-(measured_boot, to ExitBootServices). One build serves every test of this module; KIWI's shared cache
+(measured_boot, to ExitBootServices). One build (tests/integration/debian_uefi_build.py) serves this module and tests/integration/verity; KIWI's shared cache
 (/var/cache/kiwi) keeps its packages for the next run."""
-import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 
 import uefi_disk
-from kiwi_testlib import debian_mirror, run_playbook_text
+from kiwi_testlib import run_playbook_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="kiwi-ng system build needs root")]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BUILD_PLAYBOOK = os.path.join(HERE, "playbooks", "build.yml")
 ACCESS_PATHS = {"openssh-server", "dropbear", "dropbear-bin", "cloud-init", "amazon-ssm-agent", "telnetd",
                 "ec2-instance-connect", "grub-efi-amd64", "grub-pc", "grub-common"}
 
-RENDER_PLAYBOOK = """
-- name: Render the Debian flavour
-  hosts: localhost
-  gather_facts: false
-  roles:
-    - role: attestable.ami.image_description
-  tasks:
-    - name: Report the rendering
-      ansible.builtin.debug:
-        var: image_description_result
-"""
-
-
-def _vfat_available():
-    with open("/proc/filesystems") as handle:
-        if "vfat" in handle.read().split():
-            return True
-    return os.path.isfile("/sbin/mount.vfat")
-
-
-def _final(results):
-    return results.get("Build the image", [{}])[-1]
-
 
 @pytest.fixture(scope="module")
-def debian_uefi(module_workdir):
-    if not _vfat_available():
-        pytest.skip("no vfat driver and no /sbin/mount.vfat: run scripts/bootstrap.sh")
-    description = str(module_workdir / "description")
-    proc, results, _data = run_playbook_text(RENDER_PLAYBOOK, module_workdir, extra_vars={
-        "image_description_distribution": "debian", "image_description_name": "debian-attestable",
-        "image_description_dest": description,
-        # The machine's own apt mirror: apt checks the archive's signatures either way (repository_gpgcheck).
-        "image_description_debian_mirror": debian_mirror()})
-    assert proc.returncode == 0, proc.stdout[-4000:]
-    rendering = results["Report the rendering"][-1]["image_description_result"]
+def debian_uefi(debian_uefi_build):
+    """The session's one build of the Debian flavour (tests/integration/debian_uefi_build.py)."""
+    rendering = debian_uefi_build["rendering"]
     assert rendering["attestable"] is True and rendering["distribution"] == "debian"
-    started = time.time()
-    for attempt in range(3):
-        target = module_workdir / ("image-%d" % attempt)
-        # kiwi_build adds SYSTEMD_RELAX_ESP_CHECKS=1 itself where the kernel has no vfat; TMPDIR: KIWI runs tools in
-        # the image root, where the per-engineer TMPDIR of the test environment does not exist.
-        proc, results, _data = run_playbook_text(BUILD_PLAYBOOK, module_workdir, extra_vars={
-            "description": description, "target_dir": str(target),
-            "kiwi_build_args": {"environment": {"TMPDIR": "/tmp"}}})
-        build = _final(results)
-        # Another build on this machine may hold the shared apt cache's lock: wait for it, once or twice.
-        if proc.returncode != 0 and "Could not get lock" in json.dumps(build) and attempt < 2:
-            time.sleep(60)
-            continue
-        break
-    assert proc.returncode == 0, json.dumps(build, indent=1)[-6000:]
-    return {"description": description, "build": build, "seconds": time.time() - started,
-            "workdir": module_workdir}
+    return debian_uefi_build
 
 
 def test_disk_boots_the_uki_directly_from_its_esp(debian_uefi):

@@ -2,51 +2,23 @@
 pcr_compute predicts its UKI, verity_verify checks the root partition against the UKI's /etc/veritytab,
 measured_boot boots the disk to userspace with expected = the prediction, and the same disk with one byte of
 block 0 of the erofs partition flipped (a byte erofs itself never reads: only dm-verity can notice) must stop
-with boot_failed: verity. One build (minutes) shared by the module, two boots of ~1-3 min under TCG.
+with boot_failed: verity. One build (minutes) shared with tests/integration/kiwi (the debian_uefi_build fixture), two boots of ~1-3 min under TCG.
 """
-import json
 import os
 import shutil
 import sys
-import time
 
 import pytest
 
 from ansible_collections.attestable.ami.plugins.module_utils import verity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "kiwi"))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "measured_boot"))
 from measured_boot_helpers import processes_mentioning  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-
-def _role_has_debian():
-    with open(os.path.join(ROOT, "roles", "image_description", "meta", "argument_specs.yml")) as handle:
-        return "image_description_distribution" in handle.read()
-
-
-BUILD = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - name: Render the Debian flavour of the attestable description
-      ansible.builtin.include_role:
-        name: attestable.ami.image_description
-      vars:
-        image_description_distribution: debian
-        image_description_dest: "{{ dest }}"
-        image_description_debian_mirror: "{{ mirror }}"
-
-    - name: Build
-      attestable.ami.kiwi_build:
-        description: "{{ dest }}"
-        target_dir: "{{ target }}"
-        timeout: 3600
-      register: build
-"""
 
 PROVE = """
 - hosts: localhost
@@ -73,35 +45,11 @@ PROVE = """
 """
 
 
-def _read(path):
-    try:
-        with open(path, errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return ""
-
-
 @pytest.fixture(scope="module")
-def kiwi_debian(tmp_path_factory):
-    if not _role_has_debian():
-        pytest.skip("the image_description role has no Debian flavour yet")
-    pytest.importorskip("kiwi")
-    import kiwi_testlib
-    import playbook_runner
-    work = tmp_path_factory.mktemp("kiwi-debian")
-    extra_vars = {"dest": str(work / "description"), "mirror": kiwi_testlib.debian_mirror()}
-    for attempt in range(5):
-        extra_vars["target"] = str(work / ("build-%d" % attempt))
-        # KIWI runs tools inside the image root, where a per-user TMPDIR does not exist
-        proc, results, _data = playbook_runner.run(BUILD, work, extra_vars=extra_vars, env={"TMPDIR": "/tmp"})
-        build = results.get("Build", [{}])[-1]
-        # another build on this machine may hold KIWI's shared apt cache lock: wait for it
-        if proc.returncode != 0 and attempt < 4 and "Could not get lock" in json.dumps(build) + _read(
-                os.path.join(extra_vars["target"], "kiwi-build.log")):
-            time.sleep(60)
-            continue
-        break
-    assert proc.returncode == 0, (build.get("msg"), build.get("error_lines"), proc.stdout[-3000:])
+def kiwi_debian(debian_uefi_build, tmp_path_factory):
+    """The session's one build of the role's Debian flavour, and a copy of its disk with one erofs byte flipped."""
+    build = debian_uefi_build["build"]
+    work = tmp_path_factory.mktemp("kiwi-verity")
     tampered = str(work / "tampered.raw")
     shutil.copyfile(build["disk"], tampered)
     entry = verity.select_entry(verity.parse_veritytab(verity.veritytab_from_uki(build["uki"])))
