@@ -49,6 +49,9 @@ if packages:
 PY
 fi
 
+# KIWI mounts the EFI system partition of a UEFI disk: without a vfat driver, scripts/vfat/'s helpers stand in.
+"${sudo_cmd[@]}" scripts/vfat/install-helpers.sh
+
 # ansible finds this checkout as attestable.ami through ansible.cfg's collections_path.
 link=.build/collections/ansible_collections/attestable/ami
 if [ ! -L "$link" ]; then
