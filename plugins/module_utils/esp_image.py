@@ -7,9 +7,12 @@ the kernel's vfat driver is never needed (it is missing on the build machines).
     make_gpt_disk(path, esp_path)     raw GPT disk with one EFI System partition holding that ESP image
     find_esp(disk_path)               (byte offset, byte size) of a raw GPT disk's EFI System partition
     extract_file(image, inner, dest)  copy a file out of an ESP image (or a GPT disk's ESP) with mcopy
+    read_fat_file(image, inner, dest, offset)  the same in plain Python (FAT12/16/32, long names): no mtools
+    copy_boot_loader(disk, dest)      the ESP's EFI/BOOT/BOOT<arch>.EFI of a raw GPT disk, in plain Python
 """
 
 import os
+import platform
 import struct
 import subprocess
 import uuid
@@ -115,3 +118,180 @@ def extract_file(image_path, inner, dest, offset=0):
     target = image_path if not offset else "%s@@%d" % (image_path, offset)
     _run(["mcopy", "-n", "-i", target, "::/" + inner.strip("/"), dest], "%s:%s" % (image_path, inner))
     return dest
+
+
+# The removable-media boot loader paths firmware looks for, by machine architecture (UEFI spec 3.5.1.1).
+BOOT_LOADERS = {
+    "x86_64": "EFI/BOOT/BOOTX64.EFI",
+    "aarch64": "EFI/BOOT/BOOTAA64.EFI",
+}
+_ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+_CHUNK = 4 * MIB
+
+
+class _Fat(object):
+    """A read-only view of a FAT12/16/32 file system at a byte offset of a file (no mount, no mtools)."""
+
+    def __init__(self, handle, offset, where):
+        self.handle, self.offset, self.where = handle, offset, where
+        boot = self._read(0, 512)
+        if len(boot) < 512 or boot[510:512] != b"\x55\xaa":
+            raise EspImageError("%s: no FAT boot sector (missing 55AA signature)" % where)
+        (self.sector, self.per_cluster, reserved, fats, root_entries, total16, _media, fat16,
+         ) = struct.unpack_from("<HBHBHHBH", boot, 11)
+        total32, = struct.unpack_from("<I", boot, 32)
+        fat32_size, = struct.unpack_from("<I", boot, 36)
+        if self.sector not in (512, 1024, 2048, 4096) or self.per_cluster == 0 or fats == 0:
+            raise EspImageError("%s: not a FAT file system (implausible BIOS parameter block)" % where)
+        fat_size = fat16 or fat32_size
+        total = total16 or total32
+        root_sectors = (root_entries * 32 + self.sector - 1) // self.sector
+        self.fat_start = reserved * self.sector
+        self.root_start = (reserved + fats * fat_size) * self.sector
+        self.root_bytes = root_sectors * self.sector
+        self.data_start = self.root_start + self.root_bytes
+        self.cluster_bytes = self.sector * self.per_cluster
+        self.clusters = (total - reserved - fats * fat_size - root_sectors) // self.per_cluster
+        if self.clusters < 4085:
+            self.bits = 12
+        elif self.clusters < 65525:
+            self.bits = 16
+        else:
+            self.bits = 32
+            self.root_cluster, = struct.unpack_from("<I", boot, 44)
+
+    def _read(self, position, size):
+        self.handle.seek(self.offset + position)
+        return self.handle.read(size)
+
+    def _next(self, cluster):
+        if self.bits == 12:
+            raw, = struct.unpack("<H", self._read(self.fat_start + cluster + cluster // 2, 2))
+            value = raw >> 4 if cluster & 1 else raw & 0xFFF
+            return None if value >= 0xFF8 else value
+        if self.bits == 16:
+            value, = struct.unpack("<H", self._read(self.fat_start + cluster * 2, 2))
+            return None if value >= 0xFFF8 else value
+        value, = struct.unpack("<I", self._read(self.fat_start + cluster * 4, 4))
+        value &= 0x0FFFFFFF
+        return None if value >= 0x0FFFFFF8 else value
+
+    def chain(self, first):
+        """The clusters of a chain, refusing loops and clusters outside the file system."""
+        cluster, seen = first, 0
+        while cluster is not None:
+            if cluster < 2 or cluster >= self.clusters + 2 or seen > self.clusters:
+                raise EspImageError("%s: broken FAT cluster chain (cluster %d)" % (self.where, cluster))
+            yield cluster
+            seen += 1
+            cluster = self._next(cluster)
+
+    def _cluster_data(self, cluster):
+        return self._read(self.data_start + (cluster - 2) * self.cluster_bytes, self.cluster_bytes)
+
+    def _directory_bytes(self, first_cluster):
+        if first_cluster is None:  # FAT12/16 root directory: a fixed area
+            return self._read(self.root_start, self.root_bytes)
+        return b"".join(self._cluster_data(c) for c in self.chain(first_cluster))
+
+    def entries(self, first_cluster):
+        """(long or short name, is_directory, first cluster, size) of a directory's entries."""
+        data = self._directory_bytes(first_cluster)
+        long_parts = {}
+        for index in range(0, len(data) - 31, 32):
+            entry = data[index:index + 32]
+            if entry[0] == 0:
+                break
+            if entry[0] == 0xE5:
+                long_parts = {}
+                continue
+            attributes = entry[11]
+            if attributes == 0x0F:
+                chars = entry[1:11] + entry[14:26] + entry[28:32]
+                long_parts[entry[0] & 0x1F] = chars.decode("utf-16-le", "replace")
+                continue
+            if attributes & 0x08:  # volume label
+                long_parts = {}
+                continue
+            short = entry[0:8].decode("ascii", "replace").rstrip()
+            extension = entry[8:11].decode("ascii", "replace").rstrip()
+            name = short + ("." + extension if extension else "")
+            if long_parts:
+                joined = "".join(long_parts[k] for k in sorted(long_parts))
+                name = joined.split("\x00", 1)[0].rstrip("\uffff")
+            long_parts = {}
+            high, = struct.unpack_from("<H", entry, 20)
+            low, size = struct.unpack_from("<HI", entry, 26)
+            yield name, bool(attributes & 0x10), (high << 16 | low) if self.bits == 32 else low, size
+
+    def find(self, inner):
+        """(first cluster, size) of a file by its path (case-insensitive, as FAT names are)."""
+        parts = [part for part in inner.strip("/").split("/") if part]
+        directory = self.root_cluster if self.bits == 32 else None
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            for name, is_dir, first, size in self.entries(directory):
+                if name.upper() == part.upper() and is_dir != last:
+                    if last:
+                        return first, size
+                    directory = first
+                    break
+            else:
+                raise EspImageError("%s: no %s on the FAT file system" % (self.where, "/".join(parts[:depth + 1])))
+        raise EspImageError("%s: %r is not a file path" % (self.where, inner))
+
+    def copy(self, inner, dest):
+        first, size = self.find(inner)
+        left = size
+        with open(dest, "wb") as out:
+            if size:
+                for cluster in self.chain(first):
+                    chunk = self._cluster_data(cluster)[:left]
+                    out.write(chunk)
+                    left -= len(chunk)
+                    if left <= 0:
+                        break
+        if left > 0:
+            raise EspImageError("%s: %s is cut short (%d of %d bytes)" % (self.where, inner, size - left, size))
+        return size
+
+
+def read_fat_file(image_path, inner, dest, offset=0):
+    """Copy ::/inner out of a FAT image (at a byte offset, for a partition inside a disk) to dest, in Python."""
+    where = "%s (FAT at byte %d)" % (image_path, offset) if offset else image_path
+    try:
+        with open(image_path, "rb") as handle:
+            _Fat(handle, offset, where).copy(inner, dest)
+    except (IOError, OSError) as exc:
+        raise EspImageError("%s: cannot read %s: %s" % (where, inner, exc))
+    except struct.error as exc:
+        raise EspImageError("%s: truncated FAT file system (%s)" % (where, exc))
+    return dest
+
+
+def boot_loader_candidates(architecture=None):
+    """The EFI/BOOT/BOOT<arch>.EFI paths to try, the given (or this machine's) architecture first."""
+    arch = _ARCH_ALIASES.get((architecture or platform.machine() or "").lower())
+    first = [BOOT_LOADERS[arch]] if arch else []
+    return first + [path for path in sorted(BOOT_LOADERS.values()) if path not in first]
+
+
+def copy_boot_loader(disk_path, dest, architecture=None):
+    """Copy the removable-media boot loader (the UKI of an attestable image) out of a raw GPT disk's ESP.
+
+    Returns the ESP path that was found, e.g. "EFI/BOOT/BOOTX64.EFI". Raises EspImageError naming the disk and
+    the paths tried when the ESP holds none of them.
+    """
+    offset, _size = find_esp(disk_path)
+    missing = []
+    for inner in boot_loader_candidates(architecture):
+        try:
+            read_fat_file(disk_path, inner, dest, offset)
+            return inner
+        except EspImageError as exc:
+            if os.path.exists(dest):
+                os.unlink(dest)
+            if "on the FAT file system" not in str(exc):
+                raise
+            missing.append(inner)
+    raise EspImageError("%s: its EFI System partition holds none of %s" % (disk_path, ", ".join(missing)))

@@ -6,7 +6,8 @@ What a finished build leaves in the target directory:
 - KIWI's `kiwi.result.json` (result name -> {"filename": absolute path, ...}): the disk image (`disk_image`),
   or a filesystem image / root archive for other image types, the package list (`image_packages`), ...
 - from the description's edit_boot_install.sh hook (attestable AL2023 descriptions): `<disk>.efi` (the final
-  UKI the firmware boots), `<disk>.veritytab` (the /etc/veritytab the UKI's initrd carries) and
+  UKI the firmware boots; when the hook does not copy it, find_uki reads it from the disk's ESP),
+  `<disk>.veritytab` (the /etc/veritytab the UKI's initrd carries) and
   `pcr_measurements.json` (the image's own nitro-tpm-pcr-compute output);
 - from this file: a marker (MARKER_NAME) recording which description (digest over all its files) and which
   build options produced the build, plus everything the build returned, so that a second run with the same
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import time
 
+from ansible_collections.attestable.ami.plugins.module_utils import esp_image
 from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file
 
 MARKER_NAME = ".attestable-kiwi-build.json"
@@ -51,14 +53,64 @@ class KiwiBuildError(RuntimeError):
         self.log_file = log_file
 
 
-def build_key(description_digest, profiles, kiwi_args, config_digest):
-    """What identifies a build: the description's files and every option that changes KIWI's output."""
-    return {
+def build_key(description_digest, profiles, kiwi_args, config_digest, environment=None):
+    """What identifies a build: the description's files and every option that changes KIWI's output.
+
+    The user's environment variables count only when given (so that builds recorded before the option existed
+    stay current); the automatic SYSTEMD_RELAX_ESP_CHECKS does not change what KIWI writes.
+    """
+    key = {
         "description_digest": description_digest,
         "profiles": sorted(profiles or []),
         "kiwi_args": list(kiwi_args or []),
         "config_digest": config_digest,
     }
+    if environment:
+        key["environment"] = sorted([name, value] for name, value in environment.items())
+    return key
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RELAX_ESP = "SYSTEMD_RELAX_ESP_CHECKS"
+
+
+def kernel_has_vfat(filesystems="/proc/filesystems"):
+    """Whether the running kernel can mount vfat (None when /proc/filesystems cannot be read)."""
+    try:
+        with open(filesystems) as handle:
+            return any(line.split() and line.split()[-1] == "vfat" for line in handle)
+    except (IOError, OSError):
+        return None
+
+
+def environment_strings(user_environment):
+    """The user's variables as strings (booleans as true/false); KiwiBuildError for a name or value that
+    an environment cannot hold."""
+    strings = {}
+    for name, value in (user_environment or {}).items():
+        if not _ENV_NAME.match(str(name)):
+            raise KiwiBuildError("environment: %r is not a variable name (letters, digits and _, not starting "
+                                 "with a digit)" % (name,))
+        if value is None or isinstance(value, (dict, list)):
+            raise KiwiBuildError("environment: %s must have a string value, got %r" % (name, value))
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        strings[str(name)] = str(value)
+    return strings
+
+
+def build_environment(user_environment, filesystems="/proc/filesystems"):
+    """The variables to add to kiwi-ng's environment: the user's, plus SYSTEMD_RELAX_ESP_CHECKS=1 when the
+    kernel has no vfat (unless the user set it).
+
+    Without a vfat driver the ESP is mounted through helpers that copy it into a ramfs (scripts/vfat), and
+    bootctl refuses a non-FAT file system as ESP ("is not a FAT EFI System Partition") unless that variable is
+    set.
+    """
+    added = environment_strings(user_environment)
+    if RELAX_ESP not in added and kernel_has_vfat(filesystems) is False:
+        added[RELAX_ESP] = "1"
+    return added
 
 
 def file_digest(path):
@@ -178,16 +230,20 @@ def build_command(kiwi_ng, description, target_dir, log_file, profiles=None, kiw
     return command
 
 
-def run_build(command, log_file, timeout=None, stderr_file=None):
+def run_build(command, log_file, timeout=None, stderr_file=None, environment=None):
     """Run KIWI, its log going to log_file as it builds; returns the exit code. Raises KiwiBuildError on timeout.
 
     KIWI's own --logfile receives the full debug log line by line (what a playbook can tail while an async
     task runs); the console output is not needed and goes to stderr_file (Python tracebacks land there).
+    environment: variables added to this process's environment for KIWI.
     """
     stderr_file = stderr_file or log_file + ".stderr"
     open(log_file, "w").close()  # KIWI appends: start each build with an empty log
     with open(os.devnull, "wb") as devnull, open(stderr_file, "wb") as stderr:
-        process = subprocess.Popen(command, stdin=devnull, stdout=devnull, stderr=stderr, start_new_session=True)
+        env = dict(os.environ)
+        env.update(environment or {})
+        process = subprocess.Popen(command, stdin=devnull, stdout=devnull, stderr=stderr, start_new_session=True,
+                                   env=env)
         try:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -380,6 +436,42 @@ def read_pcr_measurements(path):
     return data
 
 
+def find_uki(disk, stem):
+    """(path, source) of the final UKI: the hook's copy beside the disk ("hook"), else the ESP's removable-media
+    boot loader (EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI) read from the disk itself and written beside it ("esp").
+
+    AWS's sample hook and most users' hooks only move the UKI inside the ESP. When the hook did copy one, it must
+    be the binary the ESP boots, or the measurements would be of something else. (None, None) without a disk
+    or without a GPT ESP (e.g. a BIOS disk).
+    """
+    hook_copy = stem + ".efi" if stem else None
+    if not disk:
+        return (hook_copy, "hook") if hook_copy and os.path.exists(hook_copy) else (None, None)
+    try:
+        esp_image.find_esp(disk)
+    except esp_image.EspImageError:
+        return (hook_copy, "hook") if hook_copy and os.path.exists(hook_copy) else (None, None)
+    if os.path.exists(hook_copy):
+        from_esp = hook_copy + ".esp"
+        try:
+            inner = esp_image.copy_boot_loader(disk, from_esp)
+            if sha256_file(from_esp) != sha256_file(hook_copy):
+                raise KiwiBuildError("the UKI the hook copied beside the disk (%s) differs from the one the disk's "
+                                     "ESP boots (%s): measurements of the copy would not be of what boots"
+                                     % (hook_copy, inner))
+        except esp_image.EspImageError:
+            pass  # the ESP boots no EFI/BOOT/BOOT*.EFI: nothing to compare the hook's copy with
+        finally:
+            if os.path.exists(from_esp):
+                os.unlink(from_esp)
+        return hook_copy, "hook"
+    try:
+        esp_image.copy_boot_loader(disk, hook_copy)
+    except esp_image.EspImageError:
+        return None, None
+    return hook_copy, "esp"
+
+
 def collect(target_dir, log_file):
     """Everything a finished build produced, as the module returns it (without kiwi_version/digest)."""
     result = load_result(target_dir)
@@ -387,7 +479,7 @@ def collect(target_dir, log_file):
     image = main_artifact(files)
     disk = files.get("disk_image")
     stem = os.path.splitext(disk or image or "")[0]
-    uki = stem + ".efi" if stem and os.path.exists(stem + ".efi") else None
+    uki, uki_source = find_uki(disk, stem)
     veritytab = None
     if stem and os.path.exists(stem + ".veritytab"):
         with open(stem + ".veritytab") as handle:
@@ -410,6 +502,7 @@ def collect(target_dir, log_file):
         "disk": disk,
         "image": image,
         "uki": uki,
+        "uki_source": uki_source,
         "veritytab": veritytab,
         "root_hash": veritytab["root_hash"] if veritytab else None,
         "packages": parse_packages(files.get("image_packages")),

@@ -24,6 +24,7 @@ import os
 import re
 import stat
 
+from ansible_collections.attestable.ami.plugins.module_utils import kiwi_references, kiwi_schema
 from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file
 
 DIGEST_ALGORITHM = "sha256"
@@ -69,9 +70,10 @@ _QUOTED_ELEMENT = re.compile(r'element "(?P<name>[^"]+)"')
 class DescriptionError(ValueError):
     """The description cannot be read or is invalid; .messages holds one readable line per problem."""
 
-    def __init__(self, summary, messages=None):
+    def __init__(self, summary, messages=None, details=None):
         self.summary = summary
         self.messages = list(messages or [])
+        self.details = dict(details or {})
         text = summary
         if self.messages:
             text += ": " + "; ".join(self.messages)
@@ -99,11 +101,12 @@ def find_config_file(description):
                            % description)
 
 
-def description_digest(description):
+def description_digest(description, skipped=None):
     """SHA-256 over every file of the description directory: relative path, mode and content, in path order.
 
-    Symbolic links count by their target text. A single .kiwi file digests as a directory holding just it.
-    Returns "sha256:<hex>".
+    Symbolic links count by their target text. FIFOs, sockets and device nodes are skipped (reading a FIFO would
+    block; KIWI copies none of them into an image) and, when skipped is a list, appended to it as
+    (relative path, kind). A single .kiwi file digests as a directory holding just it. Returns "sha256:<hex>".
     """
     if os.path.isfile(description):
         root, names = os.path.dirname(description) or ".", [os.path.basename(description)]
@@ -124,12 +127,24 @@ def description_digest(description):
         info = os.lstat(path)
         if stat.S_ISLNK(info.st_mode):
             kind, content_hash = "l", hashlib.sha256(os.readlink(path).encode("utf-8")).hexdigest()
-        else:
+        elif stat.S_ISREG(info.st_mode):
             kind, content_hash = "f", sha256_file(path)
+        else:
+            if skipped is not None:
+                skipped.append((rel, _special_kind(info.st_mode)))
+            continue
         entries.append((rel, kind, stat.S_IMODE(info.st_mode) & 0o111 and "x" or "-", content_hash))
     for rel, kind, executable, content_hash in entries:
         digest.update(("%s\0%s%s\0%s\n" % (rel.replace(os.sep, "/"), kind, executable, content_hash)).encode("utf-8"))
     return "%s:%s" % (DIGEST_ALGORITHM, digest.hexdigest())
+
+
+def _special_kind(mode):
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def import_kiwi():
@@ -309,15 +324,30 @@ def schematron_messages(log_lines, config_file, settings=None):
     return messages
 
 
-def load_description(description, settings=None, profiles=None):
+def load_description(description, settings=None, profiles=None, check_host_paths=False):
     """Load and validate a description with KIWI; return a summary dict, or raise DescriptionError.
 
     settings maps element paths (``image/preferences/type``), ``path@attribute`` or ``@attribute`` to the
     name of the input that set them, so messages can say which input to fix.
+    Before loading, the description's schemaversion is compared with what the installed KIWI reads; after
+    loading, every file the description references must exist (kiwi_references; absolute paths outside the
+    description only with check_host_paths).
     """
     config_file = find_config_file(description)
     kiwi = import_kiwi()
     exceptions = kiwi.exceptions
+    kiwi_version = kiwi.version.__version__
+    try:
+        declared = kiwi_schema.declared_schema_version(config_file)
+    except kiwi_schema.SchemaVersionError as exc:
+        raise DescriptionError("%s cannot be read by KIWI" % config_file, [str(exc)])
+    supported = kiwi_schema_version()
+    try:
+        kiwi_schema.check_schema_version(config_file, declared, supported, kiwi_version)
+    except kiwi_schema.SchemaVersionError as exc:
+        raise DescriptionError("%s is written for a newer KIWI than the installed %s" % (config_file, kiwi_version),
+                               [str(exc)], details={"kiwi_version": kiwi_version, "schema_version": declared,
+                                                    "kiwi_schema_version": supported})
     with _QuietKiwiLogger() as capture:
         try:
             xml_description = kiwi.xml_description.XMLDescription(config_file)
@@ -351,7 +381,24 @@ def load_description(description, settings=None, profiles=None):
                 problems.append("%s: %s" % (check, _kiwi_error_text(exc)))
         if problems:
             raise DescriptionError("%s fails KIWI's checks before a build" % config_file, problems)
-        return summarize(xml_state, config_file, kiwi.version.__version__)
+        description_dir = os.path.dirname(os.path.abspath(config_file))
+        references = kiwi_references.collect(xml_state, description_dir)
+        missing = kiwi_references.missing(references, description_dir, check_host_paths)
+        if missing:
+            raise DescriptionError("%s references files that do not exist" % config_file, missing)
+        summary = summarize(xml_state, config_file, kiwi_version)
+        summary.update(schema_version=declared, kiwi_schema_version=supported, references=references)
+        return summary
+
+
+def kiwi_schema_version():
+    """The schema version the installed KIWI reads (None when its schema file does not say)."""
+    from kiwi.defaults import Defaults
+
+    try:
+        return kiwi_schema.kiwi_schema_version(Defaults.get_schema_file())
+    except (IOError, OSError):
+        return None
 
 
 def _kiwi_error_text(exc):
@@ -392,11 +439,42 @@ def summarize(xml_state, config_file, kiwi_version):
              "repository_gpgcheck": repo.get_repository_gpgcheck(), "package_gpgcheck": repo.get_package_gpgcheck()}
             for repo in xml_state.get_repository_sections()
         ],
+        "users": [
+            {"name": user.get_name(), "password_set": _usable_password(user.get_password())}
+            for user in (xml_state.get_users() if hasattr(xml_state, "get_users") else [])
+        ],
     }
+
+
+def _usable_password(password):
+    """Whether a <user password=...> lets someone log in (empty, '!...' and '*...' are locked)."""
+    return bool(password) and not password.startswith(("!", "*"))
+
+
+# Where each attestation-critical setting lives, for findings.
+SETTING_LOCATIONS = {
+    "overlayroot": "type@overlayroot",
+    "erofs": "type@overlayroot_readonly_filesystem",
+    "verity": "type@verity_blocks",
+    "uki": "bootloader, initrd",
+    "verity_panic": "kernelcmdline",
+    "no_initrd_shell": "kernelcmdline",
+}
+
+
+def missing_settings(summary):
+    """[(key, readable line)] for the attestation-critical settings a description summary lacks."""
+    texts = dict(ATTESTATION_SETTINGS)
+    return [(key, "missing %s" % texts[key]) for key in _absent_settings(summary)]
 
 
 def attestation_findings(summary):
     """The attestation-critical settings a description summary lacks, as readable lines (empty: all present)."""
+    texts = dict(ATTESTATION_SETTINGS)
+    return ["missing %s" % texts[key] for key in _absent_settings(summary)]
+
+
+def _absent_settings(summary):
     build = summary.get("build_type", {})
     cmdline = (build.get("kernelcmdline") or "").split()
     present = {
@@ -404,8 +482,17 @@ def attestation_findings(summary):
         "erofs": build.get("overlayroot_readonly_filesystem") == "erofs",
         "verity": build.get("verity_blocks") == "all",
         "uki": summary.get("bootloader") == "systemd_boot" and bool(summary.get("dracut_uefi")),
-        "verity_panic": any(arg.startswith("rd.kiwi.verity_options=")
-                            and "panic-on-corruption" in arg.split("=", 1)[1].split(",") for arg in cmdline),
-        "no_initrd_shell": "rd.shell=0" in cmdline and "rd.shell" not in cmdline and "rd.shell=1" not in cmdline,
+        "verity_panic": "panic-on-corruption" in (_last_value(cmdline, "rd.kiwi.verity_options") or "").split(","),
+        "no_initrd_shell": (_last_value(cmdline, "rd.shell") or "").lower() in ("0", "no", "off", "false"),
     }
-    return ["missing %s" % text for key, text in ATTESTATION_SETTINGS if not present[key]]
+    return [key for key, _text in ATTESTATION_SETTINGS if not present[key]]
+
+
+def _last_value(args, name):
+    """An argument's value as dracut and KIWI's initrd read it: the last occurrence ('' bare, None absent)."""
+    value = None
+    for arg in args:
+        key, sep, val = arg.partition("=")
+        if key == name:
+            value = val if sep else ""
+    return value

@@ -7,7 +7,14 @@ Plain Python (3.9+), no Ansible imports. What is modelled:
   ``arn:aws:iam::111122223333:root``) matches every principal of that account, i.e. it assumes the IAM
   policies of that account grant the request (the worst case: KMS additionally requires an IAM grant);
   role and user ARNs match exactly; an STS assumed-role session ARN matches its role (any path).
-- Action / NotAction with ``*`` and ``?`` wildcards, case-insensitive.
+- NotPrincipal exempts a request only when it names every identity IAM sees in it: for a role session the
+  session ARN, the role ARN and the account; for a user the user ARN and the account. A role ARN given as the
+  requester stands for a session of that role with an unknown name, so an assumed-role ARN of that role must
+  be listed too.
+- Action / NotAction with ``*`` and ``?`` wildcards (IAM knows no other wildcard: ``[`` is a literal
+  character), case-insensitive.
+- ``ArnLike`` / ``ArnEquals`` compare the six colon-separated parts of an ARN one by one (a ``*`` does not
+  reach into the next part, except in the last one, the resource, which may itself hold colons).
 - Conditions: every operator and every key must match ("all of"); the values listed for one key are
   "any of". Operators: String(Not)Equals, String(Not)EqualsIgnoreCase, String(Not)Like, Arn(Not)Equals,
   Arn(Not)Like, Bool, Null, each with ``...IfExists`` and the ``ForAnyValue:`` / ``ForAllValues:`` forms.
@@ -18,12 +25,15 @@ Plain Python (3.9+), no Ansible imports. What is modelled:
   ``kms:RecipientAttestation:NitroTPMPCR<n>`` per PCR given (none for a request without an attestation
   document), and any extra keys the caller gives.
 
+Worst case (``worst_case=True``, for finding weaknesses): a condition on a key that is not a NitroTPM PCR
+key is taken as satisfied in an Allow statement and as not satisfied in a Deny statement, i.e. whatever the
+caller can make the request context say (organisation, source VPC, tags, ...) goes its way.
+
 Not modelled: IAM identity policies, grants, SCPs/RCPs, permission boundaries, VPC endpoint policies,
 Resource/NotResource (in a key policy they can only mean the key itself), policy variables (``${...}``),
 and numeric/date/IP operators on keys that are present in the request (those raise SimulatorError).
 """
 
-import fnmatch
 import json
 import re
 
@@ -109,6 +119,23 @@ def is_account_principal(value):
     return bool(ACCOUNT_ID.match(value) or _ROOT_ARN.match(value))
 
 
+def wildcard_match(pattern, value, ignore_case=False):
+    """IAM's wildcard match: ``*`` any run of characters, ``?`` one character, nothing else special."""
+    if ignore_case:
+        pattern, value = pattern.lower(), value.lower()
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.match("(?s)^%s$" % regex, value) is not None
+
+
+def arn_match(pattern, value):
+    """ArnLike / ArnEquals: the six colon-separated parts matched one by one."""
+    pattern_parts = pattern.split(":", 5)
+    value_parts = value.split(":", 5)
+    if len(pattern_parts) != 6 or len(value_parts) != 6:
+        return False
+    return all(wildcard_match(p, v) for p, v in zip(pattern_parts, value_parts))
+
+
 def _principal_matches(requester, value):
     if value == "*":
         return True
@@ -121,6 +148,36 @@ def _principal_matches(requester, value):
     if session and role and role.group(2) == "role":
         return session.group(1) == role.group(1) and role.group(3).split("/")[-1] == session.group(2)
     return False
+
+
+def _identities(requester):
+    """Every identity IAM sees in a request by requester, each as a predicate over a NotPrincipal value."""
+    account = principal_account(requester)
+    session = _SESSION_ARN.match(requester)
+    named = _IAM_ARN.match(requester)
+    identities = []
+    if session:
+        role_name = session.group(2)
+        identities.append(lambda v: v == requester)
+        identities.append(lambda v: bool(_IAM_ARN.match(v)) and _IAM_ARN.match(v).group(2) == "role"
+                          and _IAM_ARN.match(v).group(1) == account
+                          and _IAM_ARN.match(v).group(3).split("/")[-1] == role_name)
+    elif named and named.group(2) == "role":
+        role_name = named.group(3).split("/")[-1]
+        identities.append(lambda v: bool(_SESSION_ARN.match(v)) and _SESSION_ARN.match(v).group(1) == account
+                          and _SESSION_ARN.match(v).group(2) == role_name)
+        identities.append(lambda v: v == requester)
+    elif named or requester == "*":
+        identities.append(lambda v: v == requester)
+    if account:
+        identities.append(lambda v: is_account_principal(v) and principal_account(v) == account)
+    return identities
+
+
+def _not_principal_exempts(requester, values):
+    if "*" in values:
+        return True
+    return all(any(identity(v) for v in values) for identity in _identities(requester))
 
 
 def _principal_values(block, where):
@@ -141,13 +198,13 @@ def _statement_principal_applies(statement, requester, where):
         return any(_principal_matches(requester, v)
                    for v in _principal_values(statement["Principal"], where + ".Principal"))
     if "NotPrincipal" in statement:
-        return not any(_principal_matches(requester, v)
-                       for v in _principal_values(statement["NotPrincipal"], where + ".NotPrincipal"))
+        values = _principal_values(statement["NotPrincipal"], where + ".NotPrincipal")
+        return not _not_principal_exempts(requester, values)
     raise SimulatorError("%s has neither Principal nor NotPrincipal (a key policy statement needs one)" % where)
 
 
 def action_matches(pattern, action):
-    return fnmatch.fnmatchcase(action.lower(), str(pattern).lower())
+    return wildcard_match(str(pattern), action, ignore_case=True)
 
 
 def _statement_action_applies(statement, action):
@@ -165,7 +222,7 @@ def _string_equal(value, wanted, ignore_case):
 
 
 def _string_like(value, pattern):
-    return fnmatch.fnmatchcase(value, pattern)
+    return wildcard_match(pattern, value)
 
 
 _BASE_OPERATORS = {
@@ -176,10 +233,10 @@ _BASE_OPERATORS = {
     "StringNotEqualsIgnoreCase": (lambda v, p: _string_equal(v, p, True), True),
     "StringLike": (_string_like, False),
     "StringNotLike": (_string_like, True),
-    "ArnEquals": (_string_like, False),
-    "ArnLike": (_string_like, False),
-    "ArnNotEquals": (_string_like, True),
-    "ArnNotLike": (_string_like, True),
+    "ArnEquals": (lambda v, p: arn_match(p, v), False),
+    "ArnLike": (lambda v, p: arn_match(p, v), False),
+    "ArnNotEquals": (lambda v, p: arn_match(p, v), True),
+    "ArnNotLike": (lambda v, p: arn_match(p, v), True),
     "Bool": (lambda v, p: v.lower() == p.lower(), False),
 }
 
@@ -230,7 +287,13 @@ def _condition_key_matches(qualifier, name, if_exists, request_values, policy_va
     return any(one(v) for v in request_values)
 
 
-def _conditions_match(conditions, context, where):
+def is_pcr_key(key):
+    return str(key).lower().startswith(PCR_KEY_PREFIX.lower())
+
+
+def _conditions_match(conditions, context, where, worst_case_effect=None):
+    """worst_case_effect: None for an exact evaluation; "Allow" or "Deny" to decide every condition on a key that
+    is not a PCR key in the requester's favour (satisfied for an Allow, not satisfied for a Deny)."""
     if not conditions:
         return True
     if not isinstance(conditions, dict):
@@ -240,6 +303,10 @@ def _conditions_match(conditions, context, where):
             raise SimulatorError("%s.Condition.%s must be a dict of condition keys, got %r" % (where, operator, keys))
         qualifier, name, if_exists = _split_operator(operator)
         for key, policy_values in keys.items():
+            if worst_case_effect is not None and not is_pcr_key(key):
+                if worst_case_effect == "Allow":
+                    continue
+                return False
             present = _lookup(context, key)
             request_values = None if present is None else as_list(present)
             if name == "Null":
@@ -279,14 +346,15 @@ class Decision(object):
         self.denying = denying
 
 
-def statement_applies(statement, principal, action, context, where="statement"):
+def statement_applies(statement, principal, action, context, where="statement", worst_case=False):
     return (_statement_principal_applies(statement, principal, where)
             and _statement_action_applies(statement, action)
-            and _conditions_match(statement.get("Condition"), context, where))
+            and _conditions_match(statement.get("Condition"), context, where,
+                                  statement.get("Effect") if worst_case else None))
 
 
-def evaluate(policy, principal, action, pcrs=None, context=None):
-    """Evaluate one request against a key policy; returns a Decision."""
+def evaluate(policy, principal, action, pcrs=None, context=None, worst_case=False):
+    """Evaluate one request against a key policy; returns a Decision. worst_case: see the module docstring."""
     policy = load_policy(policy)
     if not isinstance(principal, str) or not principal:
         raise SimulatorError("principal must be an IAM role/user ARN or an account id, got %r" % (principal,))
@@ -296,7 +364,7 @@ def evaluate(policy, principal, action, pcrs=None, context=None):
     allowing, denying = [], []
     for i, statement in enumerate(as_list(policy["Statement"])):
         where = "policy.Statement[%d]" % i
-        if statement_applies(statement, principal, action, ctx, where):
+        if statement_applies(statement, principal, action, ctx, where, worst_case):
             (allowing if statement["Effect"] == "Allow" else denying).append(i)
     return Decision(bool(allowing) and not denying, allowing, denying)
 

@@ -17,7 +17,6 @@ Every section is optional; a stage replaces the sections it owns and leaves the 
 
 import copy
 import json
-import os
 import re
 
 from ansible_collections.attestable.ami.plugins.module_utils import atomic_file
@@ -35,6 +34,10 @@ SECTION_TYPES = {
 _HEX96 = re.compile(r"^[0-9a-f]{96}$")
 PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+BOOT_MODES = ("standard", "secure_boot")
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+_STATEMENT_ID = re.compile(r"^AttestableAMI-[A-Za-z0-9_-]+$")
 
 
 class ManifestError(ValueError):
@@ -57,7 +60,34 @@ def validate_measurements(measurements, where="measurements"):
         if not isinstance(value, str) or not _HEX96.match(value):
             raise ManifestError("%s.%s must be 96 lowercase hex characters (a SHA-384 digest), got %r"
                                 % (where, key, value))
+    if "boot_mode" in measurements and measurements["boot_mode"] not in BOOT_MODES:
+        raise ManifestError("%s.boot_mode must be one of %s (as pcr_compute returns it), got %r"
+                            % (where, ", ".join(BOOT_MODES), measurements["boot_mode"]))
     return measurements
+
+
+def validate_kms_entry(entry, where):
+    """One record of the kms section: a key policy statement kms_authorize wrote for an image."""
+    if not isinstance(entry, dict):
+        raise ManifestError("%s must be a dict with key_id and statement_id, got %r" % (where, entry))
+    for field in ("key_id", "statement_id"):
+        if not isinstance(entry.get(field), str) or not entry[field]:
+            raise ManifestError("%s.%s must be a non-empty string, got %r" % (where, field, entry.get(field)))
+    if not _STATEMENT_ID.match(entry["statement_id"]):
+        raise ManifestError("%s.statement_id must be a Sid this collection owns (AttestableAMI-...), got %r"
+                            % (where, entry["statement_id"]))
+    if "key_arn" in entry and not (isinstance(entry["key_arn"], str) and _KMS_KEY_ARN.match(entry["key_arn"])):
+        raise ManifestError("%s.key_arn must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), got %r"
+                            % (where, entry["key_arn"]))
+    if "region" in entry and not (isinstance(entry["region"], str) and _REGION.match(entry["region"])):
+        raise ManifestError("%s.region must be an AWS region such as eu-west-1, got %r" % (where, entry["region"]))
+    if "image" in entry and not (isinstance(entry["image"], str) and entry["image"]):
+        raise ManifestError("%s.image must be a non-empty string (the AMI id or name), got %r"
+                            % (where, entry["image"]))
+    if "key_arn" in entry and "region" in entry and entry["key_arn"].split(":")[3] != entry["region"]:
+        raise ManifestError("%s: region %r differs from the region of key_arn %r"
+                            % (where, entry["region"], entry["key_arn"]))
+    return entry
 
 
 def validate(manifest, where="manifest"):
@@ -91,22 +121,28 @@ def validate_section(name, value, where="manifest"):
                 raise ManifestError("%s.amis.%s must be an AMI id (ami-...), got %r" % (where, region, ami))
     elif name == "kms":
         for i, entry in enumerate(value):
-            if not isinstance(entry, dict) or not entry.get("key_id") or not entry.get("statement_id"):
-                raise ManifestError("%s.kms[%d] must be a dict with key_id and statement_id, got %r"
-                                    % (where, i, entry))
+            validate_kms_entry(entry, "%s.kms[%d]" % (where, i))
 
 
 def new():
     return {"schema_version": SCHEMA_VERSION}
 
 
+class ManifestFileError(ManifestError, OSError):
+    """The manifest path is not a regular file or cannot be read or written (both a ManifestError and an OSError,
+    so callers catching either report it); the message names the path."""
+
+
 def load(path):
-    """Read a manifest file; a missing file is an empty manifest."""
-    if not os.path.exists(path):
+    """Read a manifest file; a missing file is an empty manifest. Directories, FIFOs, symlinks... are refused."""
+    try:
+        text = atomic_file.read_text(path)
+    except (IOError, OSError) as exc:
+        raise ManifestFileError("manifest %s" % exc if str(path) in str(exc) else "manifest %s: %s" % (path, exc))
+    if text is None:
         return new()
     try:
-        with open(path, "r") as handle:
-            data = json.load(handle)
+        data = json.loads(text)
     except ValueError as exc:
         raise ManifestError("%s is not valid JSON: %s" % (path, exc))
     return validate(data, where=path)
@@ -131,5 +167,9 @@ def dumps(manifest):
 
 
 def write(path, manifest):
-    """Write atomically; returns True when the file content changed."""
-    return atomic_file.write_text(path, dumps(validate(manifest, where=path)))
+    """Write atomically (an existing file keeps its mode); returns True when the file content changed."""
+    text = dumps(validate(manifest, where=path))
+    try:
+        return atomic_file.write_text(path, text)
+    except (IOError, OSError) as exc:
+        raise ManifestFileError("manifest %s" % exc if str(path) in str(exc) else "manifest %s: %s" % (path, exc))

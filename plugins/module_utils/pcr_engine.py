@@ -244,6 +244,12 @@ def _measure_pcr7(log, images, databases, paths, secure_boot):
                      % (image.path, authority.owner, len(authority.data)))
 
 
+def boot_mode(pk=None, kek=None, db=None):
+    """"secure_boot" when a PK is given (Secure Boot is enforced exactly when a PK is enrolled), else "standard".
+    KEK/db without a PK are measured into PCR7 but enforce nothing."""
+    return "secure_boot" if pk else "standard"
+
+
 def compute(images, pk=None, kek=None, db=None, dbx=None, banks=("sha384",)):
     """Reference measurements of booting ``images`` (paths, load order); see the module docstring."""
     banks = _check_banks(banks)

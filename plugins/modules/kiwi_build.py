@@ -15,6 +15,14 @@ description:
   - Runs C(kiwi-ng system build) on a description and returns what it produced, read from KIWI's
     C(kiwi.result.json) and from the files the description's C(edit_boot_install.sh) hook puts next to the disk
     (the UKI, its C(/etc/veritytab), C(pcr_measurements.json)).
+  - When the hook does not copy the UKI beside the disk (AWS's sample hook and most users' hooks only move it
+    inside the ESP), the module reads C(\EFI\BOOT\BOOTX64.EFI) (or C(BOOTAA64.EFI)) from the built disk's EFI
+    System partition itself (GPT and FAT read in Python; no mount, no vfat driver, no mtools) and writes it beside
+    the disk; RV(uki_source) says which. When the hook did copy one, it must equal the one the ESP boots.
+  - Without a vfat driver in the kernel (no C(vfat) in C(/proc/filesystems)), KIWI can only mount the ESP
+    through mount helpers that copy it into a ramfs, and C(bootctl) refuses such a mount as ESP ("is not a FAT
+    EFI System Partition"); the module then runs kiwi-ng with C(SYSTEMD_RELAX_ESP_CHECKS=1) (unless
+    O(environment) sets it) and returns it in RV(environment).
   - KIWI's full log is written to O(log_file) line by line while the build runs, so a playbook that starts the
     task with C(async)/C(poll=0) can show its last lines (see the examples).
   - Idempotent. The target directory records which description (a SHA-256 digest over all its files) and which
@@ -71,6 +79,13 @@ options:
   kiwi_ng:
     description: The C(kiwi-ng) executable. Default the one beside the module's Python (a virtualenv), else on C(PATH).
     type: path
+  environment:
+    description:
+      - Extra environment variables for C(kiwi-ng) (names of letters, digits and C(_); string values), e.g. a proxy.
+      - When given, they are part of what identifies a build (changing them rebuilds).
+      - They are returned in RV(environment), so do not put secrets here.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -142,10 +157,26 @@ image:
   returned: success
   type: str
 uki:
-  description: The final EFI binary the firmware boots (copied by the description's hook); null without one.
+  description:
+    - The final EFI binary the firmware boots, beside the disk (C(<disk stem>.efi)); null when the disk has no GPT
+      EFI System partition booting C(EFI/BOOT/BOOTX64.EFI)/C(BOOTAA64.EFI) and the hook copied none.
   returned: success
   type: str
   sample: /var/tmp/image/al2023-attestable.x86_64-1.0.0.efi
+uki_source:
+  description:
+    - Where RV(uki) came from. V(hook) the description's hook copied it beside the disk (checked against the ESP);
+      V(esp) read from C(\EFI\BOOT\BOOT{X64,AA64}.EFI) of the built disk's ESP; null without a UKI.
+  returned: success
+  type: str
+  sample: esp
+environment:
+  description:
+    - The variables added to kiwi-ng's environment (O(environment) plus C(SYSTEMD_RELAX_ESP_CHECKS=1) when the
+      kernel has no vfat).
+  returned: always
+  type: dict
+  sample: {"SYSTEMD_RELAX_ESP_CHECKS": "1"}
 veritytab:
   description:
     - The dm-verity parameters of the read-only root; null without verity.
@@ -247,6 +278,7 @@ def main():
             kiwi_args=dict(type="list", elements="str", default=[]),
             config=dict(type="path"),
             kiwi_ng=dict(type="path"),
+            environment=dict(type="dict", default={}),
         ),
         supports_check_mode=True,
     )
@@ -268,16 +300,24 @@ def main():
         module.fail_json(msg="kiwi_build: cannot read description %s: %s" % (description, exc),
                          description_digest=None, log_file=log_file, reason="")
 
-    key = kb.build_key(digest, params["profiles"], params["kiwi_args"], kb.file_digest(params["config"]))
+    try:
+        user_environment = kb.environment_strings(params["environment"])
+        environment = kb.build_environment(user_environment)
+    except kb.KiwiBuildError as exc:
+        module.fail_json(msg="kiwi_build: %s" % exc, description_digest=digest, log_file=log_file, reason="")
+    key = kb.build_key(digest, params["profiles"], params["kiwi_args"], kb.file_digest(params["config"]),
+                       user_environment)
     current, previous = kb.up_to_date(target_dir, key)
     if current and not params["force"]:
         result = dict(previous)
-        result.update(description_digest=digest, target_dir=target_dir,
+        result.setdefault("uki_source", "hook" if result.get("uki") else None)  # recorded before uki_source
+        result.update(description_digest=digest, target_dir=target_dir, environment=environment,
                       reason="%s already holds a successful build of this description" % target_dir)
         module.exit_json(changed=False, **result)
 
     reason = "force: true" if current else previous
-    common = dict(description_digest=digest, log_file=log_file, target_dir=target_dir, reason=reason)
+    common = dict(description_digest=digest, log_file=log_file, target_dir=target_dir, reason=reason,
+                  environment=environment)
     try:
         kb.check_target_dir(target_dir, log_file)
     except kb.KiwiBuildError as exc:
@@ -304,7 +344,7 @@ def main():
             os.makedirs(log_dir)
         command = kb.build_command(kiwi_ng, description, target_dir, log_file, params["profiles"],
                                    params["kiwi_args"], params["config"])
-        rc = kb.run_build(command, log_file, timeout=params["timeout"])
+        rc = kb.run_build(command, log_file, timeout=params["timeout"], environment=environment)
         if rc != 0:
             lines = kb.error_lines(log_file, log_file + ".stderr")
             module.fail_json(msg="kiwi_build: kiwi-ng system build failed (exit %d); log: %s; last errors: %s"

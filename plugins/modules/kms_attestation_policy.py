@@ -26,8 +26,23 @@ description:
     attestation) administer it; otherwise the module refuses. It never sets C(BypassPolicyLockoutSafetyCheck).
   - The policy is re-read right before it is written; if it changed meanwhile the merge is done again on the new
     policy. KMS offers no conditional write, so a change landing in the last round trip can still be lost.
-  - Statements not owned by the module that let the same principals run the same operations without
-    attestation (such as the default account-root statement) are reported as warnings, or fail with O(strict=true).
+  - "Weaknesses are reported as warnings, or fail with O(strict=true): statements not owned by the module that let
+    the same principals run the same operations without attestation (such as the default account-root
+    statement); any Allow that lets a recipient operation through without attestation or with the attestation of
+    any image, assuming the worst case for conditions on keys other than the PCRs (C(Null), C(StringLike \"*\") or
+    C(...IfExists) on PCR keys, unknown keys); C(Principal \"*\") or C(NotPrincipal) allowing a recipient operation,
+    whatever its organisation or account conditions; a binding of PCR4 alone, or of the standard-boot PCR7
+    without PCR4; an owned statement allowing a recipient operation without the canonical condition."
+  - "Hand edits: an owned statement that is not in the form the module writes (an Allow of recipient operations for
+    AWS principals, conditioned by C(StringEqualsIgnoreCase) on PCR keys only, one value each), such as a narrowed
+    condition or a Deny, is kept as it is with a warning: never replaced, rolled off by O(keep) or removed, unless
+    O(force=true)."
+  - The boot mode is never inferred from PCR values. It comes from O(boot_mode) or C(measurements.boot_mode); when
+    neither states it (for example measurements read from AMI tags), the module refuses.
+  - Before writing (and in check mode) the role and user principals of the caller's account are looked up in IAM
+    (C(iam:GetRole), C(iam:GetUser)); a principal that does not exist fails the task, since KMS would refuse the
+    policy with C(MalformedPolicyDocumentException). Without permission to look them up the module warns and goes
+    on. Account roots and principals of other accounts are not looked up.
 author:
   - Attestable AMI maintainers (@attestable)
 options:
@@ -44,30 +59,74 @@ options:
       - When O(measurements) is not given and O(state=present), O(image) must be an AMI id in the module's region
         whose tags C(attestable:HashAlgorithm) and C(attestable:PCR<n>) hold the measurements (as
         P(attestable.ami.image_register#module) writes them).
+      - Tags are mutable (anyone with C(ec2:CreateTags) on the AMI can rewrite them), so the module always warns
+        when it reads measurements from them, refuses when a C(attestable:MeasurementsSHA384) tag does not match
+        the measurement tags, checks them against O(expected_measurements_digest) and O(expected_uki_sha256) when
+        given, and never takes the boot mode from tags (set O(boot_mode)).
     type: str
     required: true
   measurements:
     description:
       - The reference measurements, as P(attestable.ami.pcr_compute#module) returns them
         (a dict with C(HashAlgorithm=SHA384) and C(PCR4), C(PCR7), C(PCR12), 96 hex characters each).
-      - An optional C(boot_mode) key (V(standard) or V(secure_boot)) is used when O(boot_mode) is not set.
+      - An optional C(boot_mode) key (V(standard) or V(secure_boot), as the manifest's C(measurements.boot_mode)
+        holds it) is used when O(boot_mode) is not set.
+      - Given measurements always win over the AMI's tags.
     type: dict
   boot_mode:
     description:
       - How instances of the image boot; decides the default O(pcrs) and what is refused.
-      - When not set, C(measurements.boot_mode) is used; without it, V(secure_boot) when the measured PCR7
-        differs from the standard-boot constant, else V(standard).
+      - When not set, C(measurements.boot_mode) is used (P(attestable.ami.pcr_compute#module) returns it as
+        RV(attestable.ami.pcr_compute#module:boot_mode)). It is never inferred from PCR values nor read from
+        tags; when neither states it the module fails and says how to state it.
+      - V(secure_boot) is refused when the measured PCR7 equals the standard-boot value
+        C(98441c7f...8b77af35), which every instance booted without Secure Boot reports.
     type: str
     choices: [standard, secure_boot]
   pcrs:
     description:
       - The PCRs to bind (C(PCR0) to C(PCR23)).
-      - Default V([PCR4, PCR12]) for standard boot and V([PCR7]) for Secure Boot (add C(PCR4) and C(PCR12) to
-        bind one exact image under Secure Boot too).
+      - Default V([PCR4, PCR12]) for standard boot and V([PCR7, PCR12]) for Secure Boot (add C(PCR4) to bind one
+        exact image under Secure Boot too).
       - A standard-boot binding must include C(PCR4), and C(PCR12) unless O(allow_missing_pcr12=true)
         (advisory GHSA-xrv8-2pf5-f3q7); a Secure Boot binding must include C(PCR7).
     type: list
     elements: str
+  expect_nonzero_pcr12:
+    description:
+      - Accept measurements whose C(PCR12) is not 48 zero bytes. An untampered boot of a UKI with an embedded
+        command line extends nothing into PCR12, so by default such measurements are refused (something extended
+        PCR12 when the reference was computed).
+    type: bool
+    default: false
+  force:
+    description:
+      - Replace, roll off or remove owned statements that were edited by hand (see the description). Without it
+        they are kept and reported as warnings.
+    type: bool
+    default: false
+  ami_region:
+    description:
+      - The region of the AMI whose tags are read when O(measurements) is not given (an AMI id names an AMI of
+        one region). Default the module's region, which is the key's.
+    type: str
+  expected_measurements_digest:
+    description:
+      - When the measurements come from the AMI's tags, the SHA-384 (96 hex) they must hash to together with the
+        AMI id; see RV(measurements_digest) for the canonical form. A mismatch fails the task.
+      - Keep it where the AMI's tags cannot change it (the manifest, the release notes of the image).
+    type: str
+  expected_uki_sha256:
+    description:
+      - When the measurements come from the AMI's tags, the SHA-256 of the image's UKI that its
+        C(attestable:UkiSHA256) tag must hold. This catches a mix-up of AMIs, not a deliberate edit of the tags.
+    type: str
+  check_principals:
+    description:
+      - Look the principals up in IAM before writing (and in check mode). Set V(false) only where IAM cannot be
+        asked.
+    type: bool
+    default: true
   allow_missing_pcr12:
     description:
       - Accept a standard-boot binding without C(PCR12). Whoever can change the instance's UEFI data can then
@@ -119,7 +178,8 @@ attributes:
   idempotent:
     support: full
 notes:
-  - Use the P(attestable.ami.kms_attestation_allows#filter) filter to check the resulting policy.
+  - Use the P(attestable.ami.kms_attestation_allows#filter) filter to check the resulting policy, and
+    P(attestable.ami.kms_attestation_binding_failures#filter) to check that the binding refuses what it must.
   - The weakness check looks at the key policy only; IAM policies, grants and SCPs are not inspected.
 """
 
@@ -129,15 +189,18 @@ EXAMPLES = r"""
     key_id: alias/app-secrets
     image: ami-0123456789abcdef0
     measurements: "{{ pcr.measurements }}"
+    boot_mode: "{{ pcr.boot_mode }}"
     principals:
       - arn:aws:iam::111122223333:role/AppInstanceRole
     keep: 2
     region: eu-west-1
 
-- name: Bind a key to an AMI's measurements read from its tags, failing on weak policies
+- name: Bind a key to an AMI's measurements read from its tags, checked against a digest, failing on weak policies
   attestable.ami.kms_attestation_policy:
     key_id: arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab
     image: ami-0123456789abcdef0
+    boot_mode: standard
+    expected_measurements_digest: "{{ release.measurements_digest }}"
     principals:
       - arn:aws:iam::111122223333:role/AppInstanceRole
     strict: true
@@ -204,9 +267,32 @@ pcrs:
   returned: when O(state=present)
   type: list
   elements: str
+measurements_source:
+  description: Where the measurements came from, V(measurements) (the option) or V(ami_tags).
+  returned: when O(state=present)
+  type: str
+measurements_digest:
+  description:
+    - "When O(image) is an AMI id: the SHA-384 (lowercase hex) of the canonical form of the AMI id and the bound
+      measurements, i.e. the UTF-8 JSON of C({\"ami_id\": ..., \"HashAlgorithm\": ..., \"PCR<n>\": ...}) with sorted
+      keys and no whitespace. This is what the C(attestable:MeasurementsSHA384) tag holds and what
+      O(expected_measurements_digest) is compared with."
+  returned: when O(state=present) and O(image) is an AMI id
+  type: str
+kept_hand_edits:
+  description: Sids of owned statements edited by hand that were kept as they are (see O(force)).
+  returned: always
+  type: list
+  elements: str
+principal_checks:
+  description: How each principal was looked up in IAM (C(principal), C(status) = exists, missing, skipped or unchecked, C(detail)).
+  returned: when O(state=present)
+  type: list
+  elements: dict
 """
 
 import json
+import re
 
 try:
     import botocore
@@ -218,9 +304,11 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
+from ansible_collections.attestable.ami.plugins.module_utils import iam_principals
 from ansible_collections.attestable.ami.plugins.module_utils import kms_policy
+from ansible_collections.attestable.ami.plugins.module_utils import measurement_tags
 
-TAG_PREFIX = "attestable:"
+_AMI_ID = r"^ami-[0-9a-f]{8,17}$"
 
 
 def describe_key(module, kms):
@@ -234,11 +322,13 @@ def describe_key(module, kms):
 
 
 def measurements_from_ami(module):
+    """The measurements in the AMI's tags, cross-checked with the references given; warns that tags are mutable."""
     image = module.params["image"]
     if not image.startswith("ami-"):
         module.fail_json(msg="measurements are required when image %r is not an AMI id (only an AMI's tags can "
                              "supply them)" % image)
-    ec2 = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
+    region = module.params["ami_region"] or module.region
+    ec2 = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff(), region=region)
     try:
         images = ec2.describe_images(aws_retry=True, ImageIds=[image])["Images"]
     except is_boto3_error_code(["InvalidAMIID.NotFound", "InvalidAMIID.Malformed"]):
@@ -247,36 +337,81 @@ def measurements_from_ami(module):
         module.fail_json_aws(e, msg="image %r: cannot describe the AMI" % image)
     if not images:
         module.fail_json(msg="image %r: no such AMI in region %s to read measurements from; give measurements"
-                             % (image, module.region))
+                             % (image, region))
     tags = boto3_tag_list_to_ansible_dict(images[0].get("Tags", []))
-    measurements = dict((k[len(TAG_PREFIX):], v) for k, v in tags.items() if k.startswith(TAG_PREFIX))
-    if "HashAlgorithm" not in measurements:
+    if measurement_tags.TAG_PREFIX + "HashAlgorithm" not in tags:
         module.fail_json(msg="image %r has no %sHashAlgorithm/%sPCR<n> tags (written by image_register); give "
-                             "measurements" % (image, TAG_PREFIX, TAG_PREFIX))
-    return dict((k, v) for k, v in measurements.items() if k == "HashAlgorithm" or k.startswith("PCR"))
+                             "measurements" % (image, measurement_tags.TAG_PREFIX, measurement_tags.TAG_PREFIX))
+    try:
+        measurements, notes = measurement_tags.cross_check(image, tags, module.params["expected_measurements_digest"],
+                                                           module.params["expected_uki_sha256"])
+    except measurement_tags.TagError as exc:
+        module.fail_json(msg=str(exc))
+    module.warn("; ".join(notes))
+    return measurements
 
 
 def plan_statement(module):
     """Validate the inputs for state=present and build the image's statement (no AWS calls unless tags are read)."""
     params = module.params
-    principals = kms_policy.normalize_principals(params["principals"])
-    actions = kms_policy.normalize_actions(params["actions"])
     if params["keep"] < 0:
         raise kms_policy.PolicyError("keep must be 0 (keep all) or a positive number, got %d" % params["keep"])
+    kms_policy.normalize_principals(params["principals"])
+    kms_policy.normalize_actions(params["actions"])
     kms_policy.statement_id(params["image"])
-    measurements = params["measurements"]
+    measurements, source = params["measurements"], "measurements"
     if measurements is None:
-        measurements = measurements_from_ami(module)
-    measurements = kms_policy.prepare_measurements(measurements)
-    boot_mode = kms_policy.resolve_boot_mode(params["boot_mode"], measurements)
-    pcrs = kms_policy.normalize_pcr_names(params["pcrs"] or kms_policy.DEFAULT_PCRS[boot_mode])
-    kms_policy.check_binding(boot_mode, pcrs, measurements, params["allow_missing_pcr12"])
-    if boot_mode == "standard" and "PCR12" not in pcrs:
+        measurements, source = measurements_from_ami(module), "ami_tags"
+    statement, facts = kms_policy.plan_binding(
+        params["image"], measurements, params["principals"], params["actions"], boot_mode=params["boot_mode"],
+        pcrs=params["pcrs"], allow_missing_pcr12=params["allow_missing_pcr12"],
+        expect_nonzero_pcr12=params["expect_nonzero_pcr12"],
+        measurements_source="the measurements read from the AMI's tags (tags never state the boot mode)"
+        if source == "ami_tags" else "the measurements given")
+    if facts["boot_mode"] == "standard" and "PCR12" not in facts["pcrs"]:
         module.warn("binding image %s without PCR12 (allow_missing_pcr12=true): %s"
                     % (params["image"], kms_policy.ADVISORY))
-    statement = kms_policy.build_statement(params["image"], measurements, pcrs, principals, actions)
-    facts = dict(measurements=measurements, boot_mode=boot_mode, pcrs=pcrs, statement=statement)
+    facts["measurements_source"] = source
+    if re.match(_AMI_ID, params["image"]):
+        facts["measurements_digest"] = measurement_tags.measurements_digest(params["image"], facts["measurements"])
+    principals = kms_policy.normalize_principals(params["principals"])
+    actions = kms_policy.normalize_actions(params["actions"])
     return statement, principals, actions, facts
+
+
+def check_principals(module, principals):
+    """Look the principals up in IAM; fail when one does not exist, warn when IAM cannot be asked."""
+    if not module.params["check_principals"]:
+        return []
+    try:
+        account = module.client("sts").get_caller_identity()["Account"]
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        module.warn("cannot tell the caller's account to look the principals up in IAM (%s); not checked" % e)
+        return []
+    iam = module.client("iam", retry_decorator=AWSRetry.jittered_backoff())
+
+    def get_arn(kind, name):
+        try:
+            if kind == "role":
+                return iam.get_role(aws_retry=True, RoleName=name)["Role"]["Arn"]
+            return iam.get_user(aws_retry=True, UserName=name)["User"]["Arn"]
+        except is_boto3_error_code("NoSuchEntity"):
+            return None
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:  # pylint: disable=duplicate-except
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
+            raise LookupError("IAM answered %s" % code)
+
+    results = iam_principals.check(principals, account, get_arn)
+    for result in results:
+        if result.status == "unchecked":
+            module.warn("principal %s: could not check that it exists (%s); going on" % (result.principal,
+                                                                                         result.detail))
+    message = iam_principals.missing_message(results)
+    checks = [dict(principal=r.principal, status=r.status, detail=r.detail) for r in results]
+    if message:
+        module.fail_json(msg="image %s: %s; the key policy was not changed" % (module.params["image"], message),
+                         principal_checks=checks)
+    return checks
 
 
 def main():
@@ -288,6 +423,12 @@ def main():
             boot_mode=dict(type="str", choices=["standard", "secure_boot"]),
             pcrs=dict(type="list", elements="str"),
             allow_missing_pcr12=dict(type="bool", default=False),
+            expect_nonzero_pcr12=dict(type="bool", default=False),
+            force=dict(type="bool", default=False),
+            ami_region=dict(type="str"),
+            expected_measurements_digest=dict(type="str"),
+            expected_uki_sha256=dict(type="str"),
+            check_principals=dict(type="bool", default=True),
             principals=dict(type="list", elements="str"),
             actions=dict(type="list", elements="str", default=list(kms_policy.DEFAULT_ACTIONS)),
             keep=dict(type="int", default=2),
@@ -308,6 +449,7 @@ def main():
     kms = module.client("kms", retry_decorator=AWSRetry.jittered_backoff())
     metadata = describe_key(module, kms)
     key_arn = metadata["Arn"]
+    principal_checks = check_principals(module, principals) if present else []
 
     def read():
         try:
@@ -318,13 +460,21 @@ def main():
     def write(text):
         try:
             kms.put_key_policy(aws_retry=True, KeyId=key_arn, PolicyName="default", Policy=text)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        except is_boto3_error_code("MalformedPolicyDocumentException") as e:
+            detail = e.response.get("Error", {}).get("Message", "")
+            module.fail_json(msg="key_id %r: KMS refused the key policy as malformed (MalformedPolicyDocumentException: "
+                                 "%s). The most common cause is a principal that does not exist or that KMS cannot "
+                                 "resolve (this policy names %s); check them, or the statement named in the message. "
+                                 "The key policy was not changed" % (params["key_id"], detail or "no detail",
+                                                                     ", ".join(kms_policy.policy_principals(text))),
+                             key_arn=key_arn)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:  # pylint: disable=duplicate-except
             module.fail_json_aws(e, msg="key_id %r: cannot write the key policy" % params["key_id"])
 
     found = []
 
     def transform(current):
-        merged = kms_policy.merge(current, sid, statement, params["keep"] if present else 0)
+        merged = kms_policy.merge(current, sid, statement, params["keep"] if present else 0, params["force"])
         if merged.changed:
             kms_policy.check_lockout(current, merged.policy)
         if present:
@@ -340,7 +490,7 @@ def main():
     except kms_policy.PolicyError as exc:
         module.fail_json(msg="key_id %r: %s" % (params["key_id"], exc), key_arn=key_arn)
 
-    for message in found:
+    for message in kms_policy.describe_kept_edits(outcome.merged) + found:
         module.warn(message)
     result = dict(
         changed=outcome.merged.changed,
@@ -350,11 +500,13 @@ def main():
         image=params["image"],
         statement_id=sid,
         removed_statement_ids=outcome.merged.removed,
+        kept_hand_edits=[edit[0] for edit in outcome.merged.kept_edits],
         policy=outcome.after,
     )
     if present:
         result.update(facts)
         result["weaknesses"] = list(found)
+        result["principal_checks"] = principal_checks
     if module._diff:
         result["diff"] = dict(before=json.dumps(outcome.before, indent=2) + "\n",
                               after=json.dumps(outcome.after, indent=2) + "\n",

@@ -87,7 +87,10 @@ options:
     description:
       - 'Write the measurements to this file as JSON, in the tool''s own output format
         C({"Measurements": {"HashAlgorithm": "SHA384", "PCR4": ..., "PCR7": ..., "PCR12": ...}}).'
-      - The file is rewritten (and the task reports changed) only when its JSON content differs.
+      - The file is rewritten (and the task reports changed) only when its JSON content differs, in one rename;
+        an existing file keeps its permission bits.
+      - It must be a regular file or a new path in an existing directory; a directory, FIFO, socket, device or
+        symbolic link is refused.
     type: path
 attributes:
   check_mode:
@@ -181,6 +184,18 @@ secure_boot:
   description: Whether the measurements assume Secure Boot (O(pk) given).
   returned: always
   type: bool
+boot_mode:
+  description:
+    - How an instance of the image boots for these measurements, V(secure_boot) when O(pk) is given (Secure Boot
+      is enforced exactly when a PK is enrolled), else V(standard).
+    - O(kek) or O(db) without O(pk) measure into PCR7 but enforce nothing, so the mode stays V(standard) (with a
+      warning); a key policy binding such a PCR7 alone would accept any image booted with those variables.
+    - Record it as the manifest's C(measurements.boot_mode) and give it to
+      P(attestable.ami.kms_attestation_policy#module), which never infers the boot mode from PCR values.
+  returned: always
+  type: str
+  choices: [standard, secure_boot]
+  sample: standard
 tool:
   description: Path and rpm version (null when unknown) of the nitro-tpm-pcr-compute that ran.
   returned: when nitro-tpm-pcr-compute ran
@@ -292,11 +307,13 @@ def _dest_text(measurements):
 
 
 def _read_dest(path):
-    """(text, parsed JSON or None) of an existing dest file; (None, None) when it does not exist."""
-    if not os.path.exists(path):
+    """(text, parsed JSON or None) of an existing dest file; (None, None) when it does not exist.
+
+    A directory, FIFO, symlink or other non-regular dest is refused (atomic_file.UnsafeFileError, an OSError).
+    """
+    text = atomic_file.read_text(path)
+    if text is None:
         return None, None
-    with open(path) as handle:
-        text = handle.read()
     try:
         return text, json.loads(text)
     except ValueError:
@@ -308,7 +325,8 @@ def _handle_dest(module, result):
     try:
         before_text, before = _read_dest(path)
     except (IOError, OSError) as exc:
-        module.fail_json(msg="dest %s: cannot read it: %s" % (path, exc), **result)
+        module.fail_json(msg="dest %s" % exc if path in str(exc) else "dest %s: cannot read it: %s" % (path, exc),
+                         **result)
     after_text = _dest_text(result["measurements"])
     changed = before != {"Measurements": result["measurements"]}
     result.update(changed=changed, dest=path)
@@ -320,7 +338,8 @@ def _handle_dest(module, result):
         try:
             atomic_file.write_text(path, after_text)
         except (IOError, OSError) as exc:
-            module.fail_json(msg="dest %s: cannot write it: %s" % (path, exc), **result)
+            module.fail_json(msg="dest %s" % exc if path in str(exc) else "dest %s: cannot write it: %s" % (path, exc),
+                             **result)
 
 
 def main():
@@ -342,6 +361,10 @@ def main():
         module.fail_json(msg="images: give at least one EFI image path (in load order)")
     inputs = dict((key, module.params[key]) for key in ("images", "pk", "kek", "db", "dbx"))
     result = _compute(module, inputs)
+    result["boot_mode"] = pcr_engine.boot_mode(inputs["pk"], inputs["kek"], inputs["db"])
+    if result["boot_mode"] == "standard" and (inputs["kek"] or inputs["db"]):
+        module.warn("kek/db given without pk: Secure Boot is not enforced without a PK, so boot_mode is standard; "
+                    "bind PCR4 and PCR12 (a PCR7 of these variables alone would accept any image)")
     result["changed"] = False
     if module.params["dest"]:
         _handle_dest(module, result)

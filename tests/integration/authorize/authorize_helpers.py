@@ -16,8 +16,13 @@ ENCRYPT_STATEMENT = {"Sid": "Let the pipeline encrypt", "Effect": "Allow", "Prin
 SAFE_POLICY = {"Version": "2012-10-17", "Id": "attestation-test", "Statement": [ADMIN_STATEMENT, ENCRYPT_STATEMENT]}
 
 
-def measurements(pcr4, pcr7=STANDARD_PCR7, pcr12=ZERO):
-    return {"HashAlgorithm": "SHA384", "PCR4": pcr4, "PCR7": pcr7, "PCR12": pcr12}
+def measurements(pcr4, pcr7=STANDARD_PCR7, pcr12=ZERO, boot_mode="standard"):
+    """pcr_compute's measurements with the boot mode it returns, as the manifest records them (boot_mode=None:
+    without it, as the AMI's tags carry them)."""
+    result = {"HashAlgorithm": "SHA384", "PCR4": pcr4, "PCR7": pcr7, "PCR12": pcr12}
+    if boot_mode:
+        result["boot_mode"] = boot_mode
+    return result
 
 
 class Aws(object):
@@ -26,6 +31,13 @@ class Aws(object):
 
     def client(self, service, region="us-east-1"):
         return boto3.client(service, region_name=region, endpoint_url=self.url)
+
+    def create_role(self, arn):
+        """An IAM role (moto's IAM) for a principal ARN such as APP_ROLE, so that the module's IAM check finds it."""
+        path, name = ("/" + arn.split(":role/", 1)[1]).rsplit("/", 1)
+        trust = {"Version": "2012-10-17",
+                 "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}]}
+        return self.client("iam").create_role(RoleName=name, Path=path + "/", AssumeRolePolicyDocument=json.dumps(trust))
 
     def create_key(self, policy=None, region="us-east-1", multi_region=False):
         kwargs = {"MultiRegion": multi_region}

@@ -1,9 +1,13 @@
 """Fixtures for the authorize tests."""
 import pytest
 
-from authorize_helpers import Aws
+from authorize_helpers import ADMIN_ROLE, APP_ROLE, Aws
 
 
 @pytest.fixture
 def aws(moto_server):
-    return Aws(moto_server)
+    """moto with the IAM roles the tests name as principals (the module looks principals up in IAM)."""
+    result = Aws(moto_server)
+    for role in (APP_ROLE, ADMIN_ROLE):
+        result.create_role(role)
+    return result

@@ -103,7 +103,7 @@ def test_rollover_idempotence_check_and_diff(aws, run_playbook):
 
 def test_state_absent_and_secure_boot_from_ami_tags(aws, run_playbook):
     key = aws.create_key(SAFE_POLICY)
-    secure = measurements("d" * 96, pcr7="e" * 96)
+    secure = measurements("d" * 96, pcr7="e" * 96, boot_mode=None)
     ami = aws.tagged_ami("attestable-secure-1", secure)
     untagged = aws.tagged_ami("untagged-image", {})
     tasks = """
@@ -111,6 +111,7 @@ def test_state_absent_and_secure_boot_from_ami_tags(aws, run_playbook):
   attestable.ami.kms_attestation_policy:
     key_id: "{{ key_id }}"
     image: "{{ ami }}"
+    boot_mode: secure_boot
     principals: ["{{ role }}"]
   register: from_tags
 - name: Authorize an AMI without measurement tags
@@ -158,10 +159,11 @@ def test_state_absent_and_secure_boot_from_ami_tags(aws, run_playbook):
                                      "ami": ami, "untagged": untagged, "meas_a": A})
     assert run.rc == 0, run.stdout + run.stderr
     tagged = run.task("Authorize from the AMI tags")
-    assert tagged["boot_mode"] == "secure_boot" and tagged["pcrs"] == ["PCR7"]
+    assert tagged["boot_mode"] == "secure_boot" and tagged["pcrs"] == ["PCR7", "PCR12"]
     assert tagged["statement"]["Condition"] == {"StringEqualsIgnoreCase": {
-        "kms:RecipientAttestation:NitroTPMPCR7": "e" * 96}}
-    assert tagged["weaknesses"] == []
+        "kms:RecipientAttestation:NitroTPMPCR7": "e" * 96, "kms:RecipientAttestation:NitroTPMPCR12": ZERO}}
+    assert tagged["weaknesses"] == [] and tagged["measurements_source"] == "ami_tags"
+    assert any("anyone with ec2:CreateTags" in w for w in tagged["warnings"])
     legacy = run.task("Authorize without PCR12, explicitly")
     assert legacy["changed"] and legacy["statement_id"] == "AttestableAMI-legacy_20image"
     assert list(legacy["statement"]["Condition"]["StringEqualsIgnoreCase"]) == ["kms:RecipientAttestation:NitroTPMPCR4"]
@@ -193,11 +195,22 @@ def test_weaknesses_warn_and_strict_fails(aws, run_playbook):
 
 BAD_INPUTS = [
     ("unknown key", {"key_id": "alias/no-such-key"}, "no such KMS key"),
-    ("malformed measurements", {"measurements": {"HashAlgorithm": "SHA384", "PCR4": "xyz", "PCR12": ZERO}},
+    ("malformed measurements", {"measurements": {"HashAlgorithm": "SHA384", "PCR4": "xyz", "PCR12": ZERO,
+                                                 "boot_mode": "standard"}},
      "PCR4 must be 96 lowercase hex"),
     ("missing PCR12", {"pcrs": ["PCR4"]}, "GHSA-xrv8-2pf5-f3q7"),
-    ("PCR12 absent from measurements", {"measurements": {"HashAlgorithm": "SHA384", "PCR4": "a" * 96}},
+    ("PCR12 absent from measurements", {"measurements": {"HashAlgorithm": "SHA384", "PCR4": "a" * 96,
+                                                         "boot_mode": "standard"}},
      "no value for PCR12"),
+    # Issue 8: the boot mode is stated, never inferred from PCR7 (the old code took this PCR7 as Secure Boot).
+    ("unknown boot mode", {"measurements": measurements("a" * 96, pcr7="e" * 96, boot_mode=None)},
+     "boot mode of the image is unknown"),
+    # Issue 8: Secure Boot with the standard-boot PCR7 would let every standard-boot instance of any image in.
+    ("Secure Boot with the standard-boot PCR7", {"boot_mode": "secure_boot"},
+     "equals the standard-boot value (98441c7f"),
+    ("Secure Boot manifest with the standard-boot PCR7",
+     {"measurements": measurements("a" * 96, boot_mode="secure_boot")}, "equals the standard-boot value"),
+    ("non-zero PCR12", {"measurements": measurements("a" * 96, pcr12="1" * 96)}, "is not 48 zero bytes"),
     ("GenerateRandom", {"actions": ["kms:Decrypt", "kms:GenerateRandom"]},
      "kms:GenerateRandom cannot be granted by a key policy"),
     ("principal not an ARN", {"principals": ["AppInstanceRole"]}, "'AppInstanceRole' is not an IAM ARN"),

@@ -57,7 +57,8 @@ def test_authorize_from_manifest_and_ami_then_retire(aws, run_playbook, tmp_path
     ami_b = aws.tagged_ami("attestable-b", B)
     manifest_b = tmp_path / "b.json"
     run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=ami_b,
-                                            kms_authorize_manifest_path=str(manifest_b)))
+                                            kms_authorize_manifest_path=str(manifest_b),
+                                            kms_authorize_boot_mode="standard"))
     assert run.rc == 0, run.stdout + run.stderr
     for key_id, region in where:
         policy = aws.policy(key_id, region)
@@ -67,7 +68,8 @@ def test_authorize_from_manifest_and_ami_then_retire(aws, run_playbook, tmp_path
 
     # A second identical run changes nothing.
     run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=ami_b,
-                                            kms_authorize_manifest_path=str(manifest_b)))
+                                            kms_authorize_manifest_path=str(manifest_b),
+                                            kms_authorize_boot_mode="standard"))
     assert run.rc == 0
     assert not any(r["changed"] for r in run.task(PREFIX + "Write the image's statement into every key policy")["results"])
 
@@ -87,10 +89,59 @@ def test_a_bad_key_stops_the_run_before_any_policy_changes(aws, run_playbook):
     good = aws.create_key(SAFE_POLICY)
     before = aws.policy_text(good["KeyId"])
     ami = aws.tagged_ami("attestable-c", measurements("c" * 96))
-    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_ami_id=ami,
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_ami_id=ami, kms_authorize_boot_mode="standard",
                                             kms_authorize_keys=[{"key_id": good["KeyId"]},
                                                                 {"key_id": "alias/missing-key"}]))
     assert run.rc != 0
     failed = run.task(PREFIX + "Check every key before changing any")
     assert failed["failed"] and "alias/missing-key" in json.dumps(failed)
     assert aws.policy_text(good["KeyId"]) == before
+
+
+def test_an_explicit_ami_wins_over_a_stale_manifest(aws, run_playbook, tmp_path):
+    """authorize -e kms_authorize_ami_id=<new> beside an older build's manifest bound the old measurements under
+    the new AMI's Sid, and the post-check passed. Now the manifest that does not list the AMI stops the run."""
+    key = aws.create_key(SAFE_POLICY)
+    before = aws.policy_text(key["KeyId"])
+    old_ami = aws.tagged_ami("attestable-old", {})
+    new_ami = aws.tagged_ami("attestable-new", measurements("b" * 96, boot_mode=None))
+    stale = tmp_path / "manifest.json"
+    stale.write_text(json.dumps({"schema_version": 1, "amis": {"us-east-1": old_ami}, "measurements": A}))
+    keys = [{"key_id": key["KeyId"]}]
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=new_ami,
+                                            kms_authorize_manifest_path=str(stale)))
+    assert run.rc != 0
+    refused = run.task(PREFIX + "Refuse a manifest that does not list the AMI given")
+    assert refused["failed"] and "does not list AMI %s" % new_ami in refused["msg"] and old_ami in refused["msg"]
+    assert aws.policy_text(key["KeyId"]) == before
+    assert "kms" not in json.loads(stale.read_text())
+
+    # Without the manifest, the new AMI's own tags are the source (the boot mode must then be stated).
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=keys, kms_authorize_ami_id=new_ami,
+                                            kms_authorize_manifest_path="", kms_authorize_boot_mode="standard"))
+    assert run.rc == 0, run.stdout + run.stderr
+    policy = aws.policy(key["KeyId"])
+    assert owned(policy) == ["AttestableAMI-" + new_ami]
+    assert allows(policy, APP_ROLE, "kms:Decrypt", measurements("b" * 96))
+    assert not allows(policy, APP_ROLE, "kms:Decrypt", A)
+
+
+def test_the_post_check_refuses_altered_pcrs_for_every_action(aws, run_playbook, tmp_path):
+    """A statement not owned by the role lets any attested instance run kms:GenerateDataKey (strict off, so the
+    module only warns). The old post-check asked only whether the first action was allowed and passed."""
+    any_attested = {"Sid": "Any attested instance", "Effect": "Allow", "Principal": {"AWS": APP_ROLE},
+                    "Action": "kms:GenerateDataKey", "Resource": "*",
+                    "Condition": {"Null": {"kms:RecipientAttestation:NitroTPMPCR12": "false"}}}
+    key = aws.create_key(dict(SAFE_POLICY, Statement=SAFE_POLICY["Statement"] + [any_attested]))
+    ami = aws.tagged_ami("attestable-d", {})
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"schema_version": 1, "amis": {"us-east-1": ami}, "measurements": A}))
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_keys=[{"key_id": key["KeyId"]}],
+                                            kms_authorize_manifest_path=str(manifest)))
+    assert run.rc != 0
+    check = run.task(PREFIX + "Check with the policy simulator that the binding lets the image in and keeps "
+                              "everything else out")
+    message = json.dumps(check)
+    assert "can run kms:GenerateDataKey with PCR4 altered" in message
+    assert "can run kms:GenerateDataKey with PCR12 altered" in message
+    assert "kms:Decrypt with" not in message

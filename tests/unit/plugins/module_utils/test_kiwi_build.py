@@ -6,6 +6,7 @@ debian-oem-verity description, so the parsers are checked against KIWI's actual 
 """
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -237,3 +238,98 @@ def test_find_kiwi_ng(tmp_path):
     assert kb.find_kiwi_ng(str(exe)) == str(exe)
     found = kb.find_kiwi_ng(search_path=str(fake_bin))
     assert found and found.endswith("kiwi-ng")
+
+
+# --- the UKI from the disk's ESP, and kiwi-ng's environment ----------------------------------------------------
+
+ESP_TOOLS = ("mkfs.vfat", "mmd", "mcopy", "sgdisk")
+needs_esp_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ESP_TOOLS),
+                                     reason="dosfstools, mtools or gdisk not installed")
+
+
+def put_gpt_disk(target, uki_bytes, loader="EFI/BOOT/BOOTX64.EFI"):
+    """Replace make_build's placeholder disk with a real GPT disk whose ESP boots uki_bytes (as uki-to-disk.py)."""
+    from ansible_collections.attestable.ami.plugins.module_utils import esp_image
+
+    uki = target / "made.efi"
+    uki.write_bytes(uki_bytes)
+    esp = esp_image.make_esp(str(target / "esp.img"), {loader: str(uki), "loader/loader.conf": str(uki)})
+    esp_image.make_gpt_disk(str(target / "img.x86_64-1.0.0.raw"), esp)
+    os.unlink(str(uki))
+    os.unlink(esp)
+
+
+@needs_esp_tools
+def test_collect_reads_the_uki_from_the_esp_when_the_hook_did_not_copy_it(tmp_path):
+    target = tmp_path / "t"
+    make_build(target)
+    uki = b"MZ" + os.urandom(1500000)
+    put_gpt_disk(target, uki)
+    collected = kb.collect(str(target), str(target / "kiwi-build.log"))
+    assert collected["uki_source"] == "esp"
+    assert collected["uki"] == str(target / "img.x86_64-1.0.0.efi")
+    assert open(collected["uki"], "rb").read() == uki
+    assert sorted(os.listdir(str(target))) == sorted(["img.x86_64-1.0.0.raw", "img.x86_64-1.0.0.efi",
+                                                      "img.x86_64-1.0.0.packages", "kiwi.result.json",
+                                                      "kiwi-build.log"])
+
+
+@needs_esp_tools
+def test_collect_keeps_the_hook_copy_when_it_is_what_the_esp_boots(tmp_path):
+    target = tmp_path / "t"
+    make_build(target, with_hook=True)
+    uki = b"MZ" + os.urandom(300000)
+    put_gpt_disk(target, uki)
+    (target / "img.x86_64-1.0.0.efi").write_bytes(uki)
+    collected = kb.collect(str(target), str(target / "kiwi-build.log"))
+    assert collected["uki_source"] == "hook" and open(collected["uki"], "rb").read() == uki
+    assert not [n for n in os.listdir(str(target)) if n.endswith(".esp")]
+
+
+@needs_esp_tools
+def test_collect_refuses_a_hook_copy_that_is_not_what_the_esp_boots(tmp_path):
+    target = tmp_path / "t"
+    make_build(target, with_hook=True)
+    put_gpt_disk(target, b"MZ" + os.urandom(300000))
+    with pytest.raises(kb.KiwiBuildError, match="differs from the one the disk's ESP boots"):
+        kb.collect(str(target), str(target / "kiwi-build.log"))
+
+
+def test_collect_of_a_disk_without_gpt_has_no_uki(tmp_path):
+    make_build(tmp_path / "t")  # the placeholder disk: no GPT, as a BIOS/MBR disk
+    collected = kb.collect(str(tmp_path / "t"), str(tmp_path / "t" / "kiwi-build.log"))
+    assert collected["uki"] is None and collected["uki_source"] is None
+
+
+@pytest.mark.parametrize("filesystems, expected", [
+    ("nodev\tsysfs\n\text4\nnodev\tramfs\n", {"SYSTEMD_RELAX_ESP_CHECKS": "1"}),
+    ("nodev\tsysfs\n\text4\n\tvfat\n", {}),
+])
+def test_relax_esp_checks_only_without_vfat(tmp_path, filesystems, expected):
+    proc = tmp_path / "filesystems"
+    proc.write_text(filesystems)
+    assert kb.build_environment({}, str(proc)) == expected
+    assert kb.build_environment({"HTTPS_PROXY": "http://proxy:3128"}, str(proc)) == dict(
+        expected, HTTPS_PROXY="http://proxy:3128")
+    assert kb.build_environment({"SYSTEMD_RELAX_ESP_CHECKS": "0"}, str(proc)) == {"SYSTEMD_RELAX_ESP_CHECKS": "0"}
+    assert kb.build_environment({}, str(tmp_path / "unreadable")) == {}
+
+
+def test_environment_values_and_names(tmp_path):
+    assert kb.environment_strings({"A": 1, "B": True, "C": "x"}) == {"A": "1", "B": "true", "C": "x"}
+    for bad in ({"1A": "x"}, {"A-B": "x"}, {"A": None}, {"A": ["x"]}):
+        with pytest.raises(kb.KiwiBuildError, match="environment"):
+            kb.environment_strings(bad)
+
+
+def test_run_build_passes_the_environment(tmp_path):
+    log = tmp_path / "build.log"
+    script = "import os, sys; open(sys.argv[1], 'a').write(os.environ.get('SYSTEMD_RELAX_ESP_CHECKS', '-'))"
+    assert kb.run_build([sys.executable, "-c", script, str(log)], str(log), timeout=60,
+                        environment={"SYSTEMD_RELAX_ESP_CHECKS": "1"}) == 0
+    assert log.read_text() == "1"
+
+
+def test_build_key_counts_the_environment_only_when_given():
+    assert "environment" not in kb.build_key("sha256:x", [], [], None, {})
+    assert kb.build_key("sha256:x", [], [], None, {"A": "1"}) != kb.build_key("sha256:x", [], [], None, {"A": "2"})

@@ -80,11 +80,15 @@ def test_measurements_are_validated_and_lowercased():
 
 
 def test_boot_mode_resolution():
-    assert kp.resolve_boot_mode(None, measurements("a" * 96)) == "standard"
-    assert kp.resolve_boot_mode(None, measurements("a" * 96, pcr7="c" * 96)) == "secure_boot"
-    assert kp.resolve_boot_mode(None, {"PCR4": "a" * 96}) == "standard"
+    """Stated by the option or measurements.boot_mode; never inferred from PCR7 (the old code took any PCR7 other
+    than the standard value as Secure Boot, and an absent one as standard)."""
+    for m in (measurements("a" * 96), measurements("a" * 96, pcr7="c" * 96), {"PCR4": "a" * 96}):
+        with pytest.raises(kp.PolicyError, match="boot mode of the image is unknown.*never guessed.*boot_mode"):
+            kp.resolve_boot_mode(None, m)
     assert kp.resolve_boot_mode(None, dict(measurements("a" * 96), boot_mode="Secure-Boot")) == "secure_boot"
+    assert kp.resolve_boot_mode(None, dict(measurements("a" * 96), boot_mode="standard")) == "standard"
     assert kp.resolve_boot_mode("standard", measurements("a" * 96, pcr7="c" * 96)) == "standard"
+    assert kp.resolve_boot_mode("secure_boot", dict(measurements("a" * 96), boot_mode="standard")) == "secure_boot"
     with pytest.raises(kp.PolicyError, match="boot_mode"):
         kp.resolve_boot_mode(None, dict(measurements("a" * 96), boot_mode="fast"))
 

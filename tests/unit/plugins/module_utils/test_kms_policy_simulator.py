@@ -111,8 +111,70 @@ def test_principals():
     service = {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "kms:*"}
     assert not allows(policy(service), ROLE, "kms:Decrypt")
     not_principal = {"Effect": "Deny", "NotPrincipal": {"AWS": ROLE}, "Action": "kms:*"}
-    assert allows(policy(allow(None), not_principal), ROLE, "kms:Decrypt")
     assert not allows(policy(allow(None, principal="*"), not_principal), OTHER_ROLE, "kms:Decrypt")
+
+
+def test_not_principal_exempts_only_when_session_role_and_account_are_named():
+    """IAM sees a role's request as its session, the role and the account: a NotPrincipal Deny listing the role
+    alone still denies it (the old simulator exempted it)."""
+    session = "arn:aws:sts::111122223333:assumed-role/App/i-0123"
+    role_only = {"Effect": "Deny", "NotPrincipal": {"AWS": ROLE}, "Action": "kms:*"}
+    assert not allows(policy(allow(None), role_only), ROLE, "kms:Decrypt")
+    assert not allows(policy(allow(None, principal="*"), role_only), session, "kms:Decrypt")
+    role_and_account = {"Effect": "Deny", "NotPrincipal": {"AWS": [ROLE, "arn:aws:iam::111122223333:root"]},
+                        "Action": "kms:*"}
+    assert not allows(policy(allow(None, principal="*"), role_and_account), session, "kms:Decrypt")
+    complete = {"Effect": "Deny", "NotPrincipal": {"AWS": [ROLE, "111122223333", session]}, "Action": "kms:*"}
+    assert allows(policy(allow(None, principal="*"), complete), session, "kms:Decrypt")
+    assert allows(policy(allow(None, principal="*"), complete), ROLE, "kms:Decrypt")
+    other_session = "arn:aws:sts::111122223333:assumed-role/App/i-0456"
+    assert not allows(policy(allow(None, principal="*"), complete), other_session, "kms:Decrypt")
+    user = "arn:aws:iam::111122223333:user/alice"
+    user_only = {"Effect": "Deny", "NotPrincipal": {"AWS": user}, "Action": "kms:*"}
+    user_and_account = {"Effect": "Deny", "NotPrincipal": {"AWS": [user, "arn:aws:iam::111122223333:root"]},
+                        "Action": "kms:*"}
+    assert not allows(policy(allow(None, principal=user), user_only), user, "kms:Decrypt")
+    assert allows(policy(allow(None, principal=user), user_and_account), user, "kms:Decrypt")
+
+
+def test_wildcards_are_star_and_question_mark_only():
+    """fnmatch's [...] classes are not IAM wildcards: '[' is a literal character."""
+    brackets = policy(allow(None, action=("kms:[DG]ecrypt",)))
+    assert not allows(brackets, ROLE, "kms:Decrypt")
+    assert allows(brackets, ROLE, "kms:[DG]ecrypt")
+    like = policy(allow({"StringLike": {KEY + "4": "[ab]*"}}))
+    assert not allows(like, ROLE, "kms:Decrypt", {"PCR4": A4})
+    assert allows(like, ROLE, "kms:Decrypt", {"PCR4": "[ab]" + A4[4:]})
+    assert allows(policy(allow({"StringLike": {KEY + "4": "a?a*"}})), ROLE, "kms:Decrypt", {"PCR4": A4})
+
+
+def test_arn_like_matches_part_by_part():
+    context = {"aws:SourceArn": "arn:aws:iam::111122223333:role/App"}
+    cross_part = policy(allow({"ArnLike": {"aws:SourceArn": "arn:aws:iam::*3333:role/App"}}))
+    assert allows(cross_part, ROLE, "kms:Decrypt", context=context)
+    # With plain string matching, "*" would swallow the empty region and the account together.
+    spanning = policy(allow({"ArnLike": {"aws:SourceArn": "arn:aws:iam:*:role/App"}}))
+    assert not allows(spanning, ROLE, "kms:Decrypt", context=context)
+    resource_colons = {"aws:SourceArn": "arn:aws:logs:us-east-1:111122223333:log-group:app:*"}
+    assert allows(policy(allow({"ArnLike": {"aws:SourceArn": "arn:aws:logs:*:*:log-group:*"}})), ROLE,
+                  "kms:Decrypt", context=resource_colons)
+    not_like = policy(allow({"ArnNotLike": {"aws:SourceArn": "arn:aws:iam:*:role/App"}}))
+    assert allows(not_like, ROLE, "kms:Decrypt", context=context)
+
+
+def test_worst_case_satisfies_unknown_keys_on_allow_and_not_on_deny():
+    org_only = policy({"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt",
+                       "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc"}}})
+    assert not allows(org_only, FOREIGN_ROLE, "kms:Decrypt")
+    assert evaluate(org_only, FOREIGN_ROLE, "kms:Decrypt", worst_case=True).allowed
+    numeric = policy(allow({"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}, "StringEqualsIgnoreCase":
+                            {KEY + "4": A4}}))
+    assert evaluate(numeric, ROLE, "kms:Decrypt", {"PCR4": A4}, worst_case=True).allowed
+    assert not evaluate(numeric, ROLE, "kms:Decrypt", {"PCR4": B4}, worst_case=True).allowed
+    deny_unless_vpc = {"Effect": "Deny", "Principal": "*", "Action": "kms:*",
+                       "Condition": {"StringNotEquals": {"aws:SourceVpc": "vpc-1"}}}
+    p = policy(allow(None), deny_unless_vpc)
+    assert evaluate(p, ROLE, "kms:Decrypt", worst_case=True).allowed
 
 
 def test_null_and_if_exists():

@@ -66,3 +66,37 @@ def test_wrong_schema_version_and_bad_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(manifest.ManifestError, match="not valid JSON"):
         manifest.load(str(path))
+
+
+GOOD_KMS = {"key_id": "1234abcd-12ab-34cd-56ef-1234567890ab", "statement_id": "AttestableAMI-ami-0123456789abcdef0",
+            "key_arn": "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            "region": "eu-west-1", "image": "ami-0123456789abcdef0"}
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"boot_mode": "secure"}, r"measurements.boot_mode must be one of standard, secure_boot"),
+    ({"boot_mode": None}, "boot_mode"),
+    ({"boot_mode": True}, "boot_mode"),
+])
+def test_measurements_boot_mode_is_validated(bad, needle):
+    measurements = dict({"HashAlgorithm": "SHA384", "PCR4": PCR}, **bad)
+    with pytest.raises(manifest.ManifestError, match=needle):
+        manifest.update(manifest.new(), {"measurements": measurements})
+    for mode in ("standard", "secure_boot"):
+        manifest.validate_measurements(dict(measurements, boot_mode=mode))
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"key_id": 5}, r"kms\[0\].key_id must be a non-empty string"),
+    ({"statement_id": "Allow administration"}, r"kms\[0\].statement_id must be a Sid this collection owns"),
+    ({"key_arn": "arn:aws:s3:::bucket"}, r"kms\[0\].key_arn must be a KMS key ARN"),
+    ({"region": "Europe"}, r"kms\[0\].region must be an AWS region"),
+    ({"region": "us-east-1"}, "differs from the region of key_arn"),
+    ({"image": ""}, r"kms\[0\].image must be a non-empty string"),
+])
+def test_kms_entries_are_validated(override, needle):
+    manifest.update(manifest.new(), {"kms": [GOOD_KMS]})
+    with pytest.raises(manifest.ManifestError, match=needle):
+        manifest.update(manifest.new(), {"kms": [dict(GOOD_KMS, **override)]})
+    with pytest.raises(manifest.ManifestError, match=r"kms\[1\] must be a dict"):
+        manifest.update(manifest.new(), {"kms": [GOOD_KMS, "key"]})

@@ -1,0 +1,3 @@
+#!/bin/bash
+set -e
+systemctl mask systemd-firstboot.service || true

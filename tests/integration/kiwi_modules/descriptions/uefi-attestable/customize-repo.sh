@@ -1,0 +1,3 @@
+#!/bin/bash
+# repository customize script (validation test: never run)
+true

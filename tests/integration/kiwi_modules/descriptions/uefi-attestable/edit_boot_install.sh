@@ -1,0 +1,3 @@
+#!/bin/bash
+# edit-boot hook (validation test: never run)
+true
