@@ -15,6 +15,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEMO = os.path.join(ROOT, "scripts", "demo.sh")
+
+
 def _demo(endpoint, artifacts, *args, json_output=False):
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
     if json_output:

@@ -44,7 +44,7 @@ def builder_python():
     import kiwi.version
     want = kiwi.version.__version__
     probe = [python, "-c", "import kiwi.version; print(kiwi.version.__version__)"]
-    if os.path.exists(python) and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == want:
+    if os.path.exists(python) and subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip() == want:
         return python
     base = python39()
     if base is None:
@@ -88,7 +88,7 @@ class SSHBuilder(object):
                                          hidden, config], stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         while time.time() < deadline:
-            probe = subprocess.run(["ssh"] + self.ssh_args() + ["root@127.0.0.1", "true"], capture_output=True)
+            probe = subprocess.run(["ssh"] + self.ssh_args() + ["root@127.0.0.1", "true"], capture_output=True, check=False)
             if probe.returncode == 0:
                 return self
             if self.process.poll() is not None:
@@ -117,7 +117,8 @@ class SSHBuilder(object):
 
     def run(self, command):
         """Run a shell command on the builder (inside its mount namespace)."""
-        return subprocess.run(["ssh"] + self.ssh_args() + ["root@127.0.0.1", command], capture_output=True, text=True)
+        return subprocess.run(["ssh"] + self.ssh_args() + ["root@127.0.0.1", command], capture_output=True, text=True,
+                              check=False)
 
     def stop(self):
         if self.process is not None and self.process.poll() is None:
@@ -127,4 +128,5 @@ class SSHBuilder(object):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.log.close() if hasattr(self, "log") else None
+        if hasattr(self, "log"):
+            self.log.close()
