@@ -5,7 +5,8 @@
                            copy of the variable store, boot (qemu_boot.boot), compare with ``expected``
 
 ``params`` holds the module's options: uki, disk, arch, firmware_code, firmware_vars, pk, kek, db, dbx, timeout,
-expected, banks. Results use pcr_compute's formats: ``measured`` like its ``measurements``, ``banks`` per bank.
+expected, banks, until, console_expect, expect_boot_failure. Results use pcr_compute's formats: ``measured``
+like its ``measurements``, ``banks`` per bank.
 """
 
 import os
@@ -13,13 +14,23 @@ import re
 import shutil
 import tempfile
 
-from ansible_collections.attestable.ami.plugins.module_utils import efi_siglist, esp_image, ovmf_vars, qemu_boot
+from ansible_collections.attestable.ami.plugins.module_utils import (
+    boot_console,
+    efi_siglist,
+    esp_image,
+    ovmf_vars,
+    qemu_boot,
+)
 from ansible_collections.attestable.ami.plugins.module_utils.manifest import PCR_KEY
 
 REFERENCE_PCRS = (4, 7, 12)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _DIGEST_SIZES = {"sha384": 48, "sha256": 32}
 KEY_OPTIONS = ("pk", "kek", "db", "dbx")
+# Seconds to wait by default: firmware to ExitBootServices (~10-30 s under TCG), an OS to userspace (~1 min
+# idle for a Debian image with systemd; several times that on a loaded 2-core machine).
+DEFAULT_TIMEOUTS = {"firmware": 300, "userspace": 900}
+BOOT_FAILURES = ("verity", "panic", "timeout", "exited")
 
 
 class MeasuredBootError(Exception):
@@ -93,6 +104,7 @@ def check_inputs(params):
     timeout = params.get("timeout")
     if timeout is not None and timeout <= 0:
         raise MeasuredBootError("timeout: %r must be a positive number of seconds" % (timeout,))
+    check_boot_options(params)
     if params.get("expected") is not None:
         check_expected(params["expected"])
     keys = {}
@@ -115,6 +127,34 @@ def check_inputs(params):
     except qemu_boot.BootError as exc:
         raise MeasuredBootError(str(exc))
     return keys
+
+
+def check_boot_options(params):
+    """until, console_expect and expect_boot_failure: known values that fit together (MeasuredBootError if not)."""
+    until = params.get("until") or "firmware"
+    if until not in qemu_boot.UNTIL:
+        raise MeasuredBootError("until: %r is not supported (expected one of %s)" % (until, ", ".join(qemu_boot.UNTIL)))
+    expect = params.get("console_expect")
+    if expect is not None:
+        if until != "userspace":
+            raise MeasuredBootError("console_expect: only used with until: userspace (the firmware stage stops "
+                                    "before the OS prints anything)")
+        if not str(expect).strip():
+            raise MeasuredBootError("console_expect: give a regular expression that the OS prints on its serial "
+                                    "console once it has booted (default %s)" % boot_console.DEFAULT_EXPECT)
+        try:
+            re.compile(expect)
+        except re.error as exc:
+            raise MeasuredBootError("console_expect: %r is not a valid regular expression (%s)" % (expect, exc))
+    failure = params.get("expect_boot_failure")
+    if failure is not None:
+        if failure not in BOOT_FAILURES:
+            raise MeasuredBootError("expect_boot_failure: %r is not a boot failure (expected one of %s)"
+                                    % (failure, ", ".join(BOOT_FAILURES)))
+        if until != "userspace" and failure in ("verity", "panic"):
+            raise MeasuredBootError("expect_boot_failure: %s needs until: userspace (the firmware stage stops at "
+                                    "ExitBootServices, before the kernel runs)" % failure)
+    return until
 
 
 def _pcr_values(replay, bank, pcrs):
@@ -141,6 +181,11 @@ def _result(outcome, params, pcrs):
         "stop_reason": outcome.stop_reason,
         "duration": outcome.duration,
         "console": outcome.console,
+        "until": outcome.until,
+        "boot_seconds": outcome.boot_seconds,
+        "reached_userspace": outcome.reached_userspace,
+        "boot_failed": outcome.boot_failed,
+        "console_tail": outcome.console_tail,
     }
 
 
@@ -205,12 +250,70 @@ def _compare(result, replay_events, expected, image, keys_paths):
                             % "; ".join(lines), result)
 
 
+def _last_line(lines, pattern):
+    for line in reversed(lines):
+        if re.search(pattern, line, re.IGNORECASE):
+            return line.strip()
+    return None
+
+
+def _console_excerpt(outcome, lines=8):
+    return " | ".join(outcome.console_tail[-lines:]) or "(nothing)"
+
+
+def describe_failure(outcome, params):
+    """A message saying how the boot failed, with the console lines that show it."""
+    until = outcome.until
+    timeout = params.get("timeout") or DEFAULT_TIMEOUTS[until]
+    expect = params.get("console_expect") or boot_console.DEFAULT_EXPECT
+    loader = qemu_boot.ARCHITECTURES[params.get("arch") or "x86_64"]["loader"]
+    if outcome.boot_failed == "verity":
+        line = _last_line(outcome.console_tail, r"verity|corrupt") or "dm-verity"
+        return ("the boot failed: dm-verity found the verity-protected root corrupted (%s) after %s s; console: %s"
+                % (line, outcome.boot_seconds, _console_excerpt(outcome)))
+    if outcome.boot_failed == "panic":
+        line = _last_line(outcome.console_tail, r"Kernel panic") or "Kernel panic"
+        return "the kernel panicked after %s s: %s; console: %s" % (outcome.boot_seconds, line, _console_excerpt(outcome))
+    if not outcome.exit_boot_services:
+        if outcome.boot_failed == "timeout":
+            return ("no OS loader called ExitBootServices within %s s (the firmware did not hand over to an OS: no "
+                    "bootable %s, or, with Secure Boot, an image not signed by a db key); console: %s"
+                    % (timeout, loader, outcome.console[-1024:].strip()))
+        return ("the guest stopped (qemu rc=%s) before any OS loader called ExitBootServices, so the measurements "
+                "are not final; qemu said: %s; console: %s"
+                % (outcome.qemu_returncode, outcome.qemu_output, outcome.console[-1024:].strip()))
+    if outcome.boot_failed == "timeout":
+        return ("the OS did not print a line matching %r on its serial console within %s s (the firmware handed "
+                "over: ExitBootServices was measured); console: %s" % (expect, timeout, _console_excerpt(outcome)))
+    return ("the guest stopped (qemu rc=%s) after %s s without printing a line matching %r on its serial console; "
+            "console: %s" % (outcome.qemu_returncode, outcome.boot_seconds, expect, _console_excerpt(outcome)))
+
+
+def check_outcome(outcome, params, result):
+    """Raise MeasuredBootError unless the boot ended as asked (reached its stage, or failed as expected)."""
+    wanted = params.get("expect_boot_failure")
+    if wanted is None:
+        if outcome.boot_failed is not None:
+            raise MeasuredBootError(describe_failure(outcome, params), result)
+        return
+    if outcome.boot_failed == wanted:
+        return
+    if outcome.boot_failed is None:
+        got = ("it reached userspace after %s s (the console matched)" % outcome.boot_seconds
+               if outcome.reached_userspace else "it reached ExitBootServices")
+        raise MeasuredBootError("expect_boot_failure: the boot was expected to fail with %s, but %s; console: %s"
+                                % (wanted, got, _console_excerpt(outcome)), result)
+    raise MeasuredBootError("expect_boot_failure: the boot was expected to fail with %s, but it failed with %s: %s"
+                            % (wanted, outcome.boot_failed, describe_failure(outcome, params)), result)
+
+
 def measure(params, tmpdir=None):
     """Boot and measure; returns the result dict, or raises MeasuredBootError (with a partial result)."""
     keys = check_inputs(params)
     expected = check_expected(params["expected"]) if params.get("expected") is not None else {}
     pcrs = sorted(set(REFERENCE_PCRS) | set(expected))
     arch = params.get("arch") or "x86_64"
+    until = params.get("until") or "firmware"
     loader = qemu_boot.ARCHITECTURES[arch]["loader"]
     keys_paths = dict((option, params[option]) for option in keys)
     work = tempfile.mkdtemp(prefix="attestable-measured-boot-", dir=tmpdir)
@@ -231,13 +334,15 @@ def measure(params, tmpdir=None):
             vars_path = ovmf_vars.enroll(params["firmware_vars"], os.path.join(work, "vars.fd"), **keys)
         try:
             outcome = qemu_boot.boot(disk, params["firmware_code"], vars_path, arch=arch,
-                                     timeout=params.get("timeout") or 300, tmpdir=tmpdir)
+                                     timeout=params.get("timeout") or DEFAULT_TIMEOUTS[until], tmpdir=tmpdir,
+                                     until=until, console_expect=params.get("console_expect"))
         except qemu_boot.BootError as exc:
             partial = _result(exc.outcome, params, pcrs) if exc.outcome else {}
             raise MeasuredBootError(str(exc), partial)
         result = _result(outcome, params, pcrs)
         result["secure_boot"] = "pk" in keys
-        if expected:
+        check_outcome(outcome, params, result)
+        if expected and outcome.exit_boot_services:
             _compare(result, outcome.replay.events, expected, image, keys_paths)
         return result
     except (esp_image.EspImageError, ovmf_vars.VarStoreError) as exc:

@@ -362,6 +362,7 @@ def load_description(description, settings=None, profiles=None, check_host_paths
             messages += schematron_messages(capture.lines, config_file, settings)
             if not messages:
                 messages = [text for _level, text in capture.lines if text.startswith("-->")][-5:]
+            messages = [kiwi_schema.attribute_hint(message, kiwi_version) for message in messages]
             raise DescriptionError("%s does not pass KIWI's schema validation" % config_file, messages)
         except exceptions.KiwiError as exc:
             raise DescriptionError("%s does not pass KIWI's validation" % config_file, [_kiwi_error_text(exc)])

@@ -38,6 +38,18 @@ FIRST_KIWI_FOR_SCHEMA = (
     ("8.5", "10.3.5"),
 )
 
+# Attributes an attestable description uses that KIWI added within a schema version (without raising it), with
+# the first release that knows each (KIWI's git history): a description declaring the schema version can still
+# be too new for an older KIWI of that version.
+FIRST_KIWI_FOR_ATTRIBUTE = {
+    "eficsm": "10.0.24",
+    "architectures": "10.1.7",
+    "erofscompression": "10.1.11",
+    "overlayroot_readonly_filesystem": "10.2.21",
+    "uefi": "10.2.23",
+}
+_NOT_ALLOWED = re.compile(r'attribute "(?P<name>[A-Za-z_]+)" not allowed')
+
 _SCHEMA_VALUE = re.compile(r'<attribute\s+name="schemaversion"\s*>.*?<value>\s*([0-9]+(?:\.[0-9]+)*)\s*</value>',
                            re.DOTALL)
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -94,3 +106,18 @@ def check_schema_version(config_file, declared, supported, kiwi_version):
         '%s declares schemaversion="%s", but the installed KIWI %s reads schema versions up to %s (it upgrades '
         "older descriptions, not newer ones): install %s where the description is validated and built, or write "
         'the description for schemaversion="%s"' % (config_file, declared, kiwi_version, supported, need, supported))
+
+
+def attribute_hint(message, kiwi_version):
+    """A RelaxNG message about an attribute the installed KIWI is too old for, with the KIWI release needed."""
+    match = _NOT_ALLOWED.search(message)
+    if not match or not kiwi_version:
+        return message
+    needed = FIRST_KIWI_FOR_ATTRIBUTE.get(match.group("name"))
+    try:
+        too_old = needed and version_tuple(kiwi_version) < version_tuple(needed)
+    except ValueError:
+        return message
+    if not too_old:
+        return message
+    return "%s (the attribute needs KIWI %s or newer; installed: %s)" % (message, needed, kiwi_version)

@@ -2,14 +2,16 @@
 
 Plain Python (3.9+), no Ansible imports.
 
-    boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=("sha384", "sha256"))
+    boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=("sha384", "sha256"),
+         until="firmware", console_expect=None)
 
 runs ``swtpm_setup`` (a fresh TPM with sha256 and sha384 banks), ``swtpm socket`` logging every TPM command at
 level 20, and qemu (TCG software emulation) with the firmware, the TPM and the disk (opened with
-``snapshot=on``: the image is never written). It watches swtpm's log and stops the guest -- without its
-cooperation -- once the measurements are final (see :func:`_exit_boot_services_index`), then replays the log
-(:mod:`swtpm_log`). Every process it started is killed and its temporary directory removed on every path out
-(success, guest failure, timeout, exception).
+``snapshot=on``: the image is never written). It watches swtpm's log and the serial console and stops the
+guest -- without its cooperation -- at ExitBootServices (``until="firmware"``: the measurements are final, see
+:func:`_exit_boot_services_index`) or once the OS printed ``console_expect`` or failed (``until="userspace"``),
+then replays the log up to ExitBootServices (:mod:`swtpm_log`). Every process it started is killed and its
+temporary directory removed on every path out (success, guest failure, timeout, exception).
 """
 
 import hashlib
@@ -21,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.attestable.ami.plugins.module_utils import swtpm_log
+from ansible_collections.attestable.ami.plugins.module_utils import boot_console, swtpm_log
 
 ARCHITECTURES = {
     "x86_64": {
@@ -44,7 +46,9 @@ ARCHITECTURES = {
 EXIT_BOOT_SERVICES = b"Exit Boot Services Invocation"
 EXIT_BOOT_SERVICES_PCR = 5
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes
-_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
+UNTIL = ("firmware", "userspace")
+# seconds a panic gets to finish printing (the kernel halts or, with panic=N, resets after it)
+FAILURE_GRACE = 5
 
 
 class BootError(Exception):
@@ -56,14 +60,26 @@ class BootError(Exception):
 
 
 class BootOutcome(object):
-    """What one boot measured: ``replay`` (swtpm_log.Replay), why it stopped, how long it took."""
+    """What one boot measured: ``replay`` (swtpm_log.Replay, up to ExitBootServices), how and when it ended.
 
-    def __init__(self, replay, stop_reason, duration, console, qemu_returncode):
+    ``stop_reason``: exit_boot_services, console_expect (the OS printed the expected line), boot_failed (a
+    kernel panic or dm-verity corruption on the console), guest_exited or timeout. ``boot_failed``: None, or
+    verity, panic, timeout, exited. ``boot_seconds``: from starting qemu to that end.
+    """
+
+    def __init__(self, replay, stop_reason, duration, console, qemu_returncode, **details):
         self.replay = replay
         self.stop_reason = stop_reason
         self.duration = duration
         self.console = console
         self.qemu_returncode = qemu_returncode
+        self.until = details.get("until", "firmware")
+        self.boot_seconds = details.get("boot_seconds", duration)
+        self.exit_boot_services = details.get("exit_boot_services", stop_reason == "exit_boot_services")
+        self.reached_userspace = details.get("reached_userspace", False)
+        self.boot_failed = details.get("boot_failed")
+        self.console_tail = details.get("console_tail", [])
+        self.qemu_output = details.get("qemu_output", "")
 
 
 def _exit_boot_services_index(commands):
@@ -115,8 +131,12 @@ def qemu_command(arch, code, vars_copy, disk, tpm_socket, console):
         "-serial", "file:%s" % console,
     ]
     if arch == "x86_64":
+        # NVMe, as EC2 Nitro instances present EBS volumes, and because cloud kernels (Debian's
+        # linux-image-cloud-amd64) have no AHCI driver for q35's IDE/SATA bus: booting to userspace needs a
+        # disk the kernel sees. The firmware's PCR4/7/12 measurements do not depend on the disk's bus.
         return (["qemu-system-x86_64", "-machine", "q35,smm=off", "-cpu", "max"] + accel + common
-                + ["-device", "tpm-tis,tpmdev=tpm0", "-device", "ide-hd,drive=disk0,bus=ide.0,bootindex=0"])
+                + ["-device", "tpm-tis,tpmdev=tpm0",
+                   "-device", "nvme,drive=disk0,serial=attestable-boot,bootindex=0"])
     return (["qemu-system-aarch64", "-machine", "virt", "-cpu", "max"] + accel + common
             + ["-device", "tpm-tis-device,tpmdev=tpm0", "-device", "virtio-blk-pci,drive=disk0,bootindex=0"])
 
@@ -159,93 +179,152 @@ def _read(path):
 
 def _tail(path, size=4096):
     """The end of a log, without the terminal escape sequences the firmware's console writes."""
-    return _TERMINAL_ESCAPES.sub("", _read(path))[-size:]
+    return boot_console.clean(_read(path))[-size:]
+
+
+def _start_swtpm(work):
+    """Set up a fresh TPM (sha256 + sha384 banks) and start swtpm logging every command; (process, socket, log)."""
+    tpm_socket = os.path.join(work, "tpm.sock")
+    if len(tpm_socket) > _SOCKET_PATH_MAX:
+        raise BootError("temporary directory path too long for a unix socket (%s); set TMPDIR to a "
+                        "shorter directory" % work)
+    state = os.path.join(work, "tpm")
+    os.mkdir(state)
+    tpm_log = os.path.join(work, "swtpm.log")
+    setup = subprocess.run(["swtpm_setup", "--tpm2", "--tpmstate", state, "--pcr-banks", "sha256,sha384"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=120, check=False)
+    if setup.returncode != 0:
+        raise BootError("swtpm_setup failed (rc=%d): %s"
+                        % (setup.returncode, setup.stdout.decode("utf-8", "replace").strip()))
+    swtpm = _start(["swtpm", "socket", "--tpm2", "--tpmstate", "dir=%s" % state,
+                    "--ctrl", "type=unixio,path=%s" % tpm_socket, "--terminate",
+                    "--log", "file=%s,level=20" % tpm_log], os.path.join(work, "swtpm.out"))
+    deadline = time.time() + 15
+    while not os.path.exists(tpm_socket):
+        if swtpm.poll() is not None or time.time() > deadline:
+            _stop(swtpm)
+            raise BootError("swtpm did not start: %s" % _tail(os.path.join(work, "swtpm.out")))
+        time.sleep(0.05)
+    return swtpm, tpm_socket, tpm_log
+
+
+class _Watch(object):
+    """The state of one running boot, updated by each poll: TPM log, console, what decided the end."""
+
+    def __init__(self, tpm_log, console, until, expect):
+        self.tpm_log = tpm_log
+        self.until = until
+        self.expect = expect
+        self.reader = boot_console.ConsoleReader(console)
+        self.log_size = -1
+        self.ebs_index = None
+        self.reached = False
+        self.failure = None
+        self.failure_at = None
+        self.panic_ended = False
+
+    def poll_tpm(self):
+        """Look for ExitBootServices in swtpm's log (only until found: after it, the log no longer matters)."""
+        if self.ebs_index is not None:
+            return
+        size = os.path.getsize(self.tpm_log) if os.path.exists(self.tpm_log) else 0
+        if size != self.log_size:  # parse again only when swtpm logged more
+            self.log_size = size
+            commands, _controls = swtpm_log.parse(_read(self.tpm_log))
+            self.ebs_index = _exit_boot_services_index(commands)
+
+    def poll_console(self, final=False):
+        text = self.reader.read(final=final)
+        if not text:
+            return
+        seen = boot_console.failure(text)
+        if seen and self.failure != "verity":
+            self.failure = seen
+            self.failure_at = self.failure_at or time.time()
+        if boot_console.PANIC_END.search(text):
+            self.panic_ended = True
+        if self.failure is None and self.expect is not None and self.expect.search(text):
+            self.reached = True
 
 
 def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=("sha384", "sha256"),
-         poll_interval=0.2, tmpdir=None):
+         poll_interval=0.2, tmpdir=None, until="firmware", console_expect=None):
     """Boot ``disk`` (raw image) with a copy of ``firmware_vars``; return a BootOutcome.
 
-    Raises BootError when a tool is missing or fails, and when the boot ends (timeout, guest exit) before
-    the measurements are final; its ``outcome`` then holds the partial replay.
+    ``until="firmware"`` stops the guest at ExitBootServices; ``until="userspace"`` lets the OS boot on and stops
+    it when its serial console matches ``console_expect`` (a regex), shows a kernel panic or dm-verity
+    corruption, powers off, or ``timeout`` seconds have passed. Either way the measurements are those up to
+    ExitBootServices. How the boot ended is in the outcome (``stop_reason``, ``boot_failed``); BootError is
+    raised only when the boot could not be run (a tool missing or failing).
     """
     if arch not in ARCHITECTURES:
         raise BootError("arch %r is not supported (expected one of %s)" % (arch, ", ".join(sorted(ARCHITECTURES))))
+    if until not in UNTIL:
+        raise BootError("until %r is not supported (expected one of %s)" % (until, ", ".join(UNTIL)))
     require_tools(arch)
+    expect = re.compile(console_expect or boot_console.DEFAULT_EXPECT, re.MULTILINE) if until == "userspace" else None
     work = tempfile.mkdtemp(prefix="attestable-boot-", dir=tmpdir)
     swtpm = qemu = None
     try:
-        tpm_socket = os.path.join(work, "tpm.sock")
-        if len(tpm_socket) > _SOCKET_PATH_MAX:
-            raise BootError("temporary directory path too long for a unix socket (%s); set TMPDIR to a "
-                            "shorter directory" % work)
-        state = os.path.join(work, "tpm")
-        os.mkdir(state)
         vars_copy = os.path.join(work, "vars.fd")
         shutil.copyfile(firmware_vars, vars_copy)
-        tpm_log = os.path.join(work, "swtpm.log")
         console = os.path.join(work, "console.log")
-        setup = subprocess.run(["swtpm_setup", "--tpm2", "--tpmstate", state, "--pcr-banks", "sha256,sha384"],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               timeout=120, check=False)
-        if setup.returncode != 0:
-            raise BootError("swtpm_setup failed (rc=%d): %s"
-                            % (setup.returncode, setup.stdout.decode("utf-8", "replace").strip()))
-        swtpm = _start(["swtpm", "socket", "--tpm2", "--tpmstate", "dir=%s" % state,
-                        "--ctrl", "type=unixio,path=%s" % tpm_socket, "--terminate",
-                        "--log", "file=%s,level=20" % tpm_log], os.path.join(work, "swtpm.out"))
-        deadline = time.time() + 15
-        while not os.path.exists(tpm_socket):
-            if swtpm.poll() is not None or time.time() > deadline:
-                raise BootError("swtpm did not start: %s" % _tail(os.path.join(work, "swtpm.out")))
-            time.sleep(0.05)
-
+        swtpm, tpm_socket, tpm_log = _start_swtpm(work)
         started = time.time()
         qemu = _start(qemu_command(arch, firmware_code, vars_copy, disk, tpm_socket, console),
                       os.path.join(work, "qemu.out"))
+        watch = _Watch(tpm_log, console, until, expect)
         stop_reason = None
-        stop_index = None
-        log_size = -1
         while stop_reason is None:
             returncode = qemu.poll()
-            size = os.path.getsize(tpm_log) if os.path.exists(tpm_log) else 0
-            if size != log_size:  # parse again only when swtpm logged more
-                log_size = size
-                commands, _controls = swtpm_log.parse(_read(tpm_log))
-                stop_index = _exit_boot_services_index(commands)
-            if stop_index is not None:
+            watch.poll_tpm()
+            if until == "userspace":
+                watch.poll_console(final=returncode is not None)
+            now = time.time()
+            if until == "firmware" and watch.ebs_index is not None:
                 stop_reason = "exit_boot_services"
+            elif watch.reached:
+                stop_reason = "console_expect"
+            elif watch.failure and (watch.panic_ended or returncode is not None
+                                    or now - watch.failure_at > FAILURE_GRACE):
+                stop_reason = "boot_failed"
             elif returncode is not None:
                 stop_reason = "guest_exited"
-            elif time.time() - started > timeout:
+            elif now - started > timeout:
                 stop_reason = "timeout"
             else:
                 time.sleep(poll_interval)
-        duration = time.time() - started
+        boot_seconds = round(time.time() - started, 1)
         _stop(qemu)
+        duration = round(time.time() - started, 1)
         _stop(swtpm)
+        watch.poll_console(final=True)
         commands, controls = swtpm_log.parse(_read(tpm_log))
-        if stop_reason == "guest_exited":
-            # swtpm may have logged the guest's last commands after qemu was seen gone
-            stop_index = _exit_boot_services_index(commands)
-            if stop_index is not None:
-                stop_reason = "exit_boot_services"
-        if stop_index is not None:
-            commands = [c for c in commands if c.index <= stop_index]
+        # swtpm may have logged the guest's last commands after the loop's last look
+        ebs_index = _exit_boot_services_index(commands)
+        if stop_reason == "guest_exited" and until == "firmware" and ebs_index is not None:
+            stop_reason = "exit_boot_services"
+        if ebs_index is not None:
+            commands = [c for c in commands if c.index <= ebs_index]
         replay = swtpm_log.Replay(banks).apply(commands, controls)
-        outcome = BootOutcome(replay, stop_reason, round(duration, 1), _tail(console), qemu.returncode)
-        if stop_reason == "guest_exited":
-            raise BootError("the guest stopped (qemu rc=%s) before any OS loader called ExitBootServices, so the "
-                            "measurements are not final; qemu said: %s; console: %s"
-                            % (qemu.returncode, _tail(os.path.join(work, "qemu.out"), 1024).strip(),
-                               outcome.console[-1024:].strip()), outcome)
-        if stop_reason == "timeout":
-            raise BootError("no OS loader called ExitBootServices within %s s (the firmware did not hand over to "
-                            "an OS: no bootable %s, or, with Secure Boot, an image not signed by a db key); "
-                            "console: %s" % (timeout, ARCHITECTURES[arch]["loader"], outcome.console[-1024:].strip()),
-                            outcome)
-        return outcome
+        return BootOutcome(replay, stop_reason, duration, _tail(console), qemu.returncode,
+                           until=until, boot_seconds=boot_seconds, exit_boot_services=ebs_index is not None,
+                           reached_userspace=stop_reason == "console_expect", boot_failed=_boot_failed(stop_reason, watch),
+                           console_tail=watch.reader.tail(),
+                           qemu_output=_tail(os.path.join(work, "qemu.out"), 1024).strip())
     finally:
         _stop(qemu)
         _stop(swtpm)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _boot_failed(stop_reason, watch):
+    """None for a boot that ended as asked; else verity, panic, timeout or exited (powered off / reset early)."""
+    if stop_reason in ("exit_boot_services", "console_expect"):
+        return None
+    # the console may show why even when the guest only stopped or hung after it
+    shown = watch.failure or boot_console.failure("\n".join(watch.reader.lines))
+    if shown:
+        return shown
+    return "timeout" if stop_reason == "timeout" else "exited"

@@ -40,7 +40,9 @@ description:
   - Checks the description's C(schemaversion) against the schema the installed KIWI reads, first. KIWI upgrades
     older descriptions but not newer ones, so a newer one fails with both versions and the KIWI release needed.
     Run it where the build runs (e.g. delegated to the builder) to validate with the builder's own KIWI;
-    it runs on Python 3.9.
+    it runs on Python 3.9. Attributes KIWI added within a schema version are named with the KIWI release that
+    knows them; an attestable description (C(overlayroot_readonly_filesystem), C(<dracut uefi="true">)) needs
+    KIWI 10.2.23 or newer.
   - The description digest skips FIFOs, sockets and device nodes (with a warning) instead of reading them.
   - Needs the C(kiwi) Python package where it runs. Changes nothing.
 author:

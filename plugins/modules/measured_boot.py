@@ -16,16 +16,25 @@ description:
     image, opened read-only) under qemu with OVMF firmware and a swtpm TPM 2.0 (SHA-256 and SHA-384 banks).
   - The PCR values are read on the host, by replaying the TPM2_PCR_Extend commands swtpm logged, so any image
     works without help from the guest.
-  - The guest is stopped as soon as an OS loader calls ExitBootServices (the firmware's C(Exit Boot Services
-    Invocation) event in PCR5). From then on the firmware measures nothing more into PCR4 or PCR7, and the
-    systemd stub has done its PCR12 measurements. Without that event within O(timeout) the task fails.
+  - With O(until=firmware) (the default) the guest is stopped as soon as an OS loader calls ExitBootServices (the
+    firmware's C(Exit Boot Services Invocation) event in PCR5). From then on the firmware measures nothing more
+    into PCR4 or PCR7, and the systemd stub has done its PCR12 measurements. Without that event within
+    O(timeout) the task fails.
+  - With O(until=userspace) the OS boots on until its serial console prints a line matching O(console_expect)
+    (proof that it reached userspace, for example on a dm-verity protected root), and the task fails when the
+    console shows a dm-verity corruption or a kernel panic, the guest powers off first, or O(timeout) passes
+    (RV(boot_failed) says which). The measurements are still those up to ExitBootServices; what the kernel or
+    userspace extends later (IMA, systemd's PCR11 phases, anything into PCR12) is left out of RV(measured),
+    RV(events) and the comparison with O(expected).
+  - O(expect_boot_failure) turns a failure into the expected result (for tamper proofs); the task then succeeds only
+    when the boot failed in exactly that way.
   - With O(expected) (the RV(attestable.ami.pcr_compute#module:measurements) of M(attestable.ami.pcr_compute)),
     any PCR that differs fails the task, and RV(comparison) shows the measured extends beside the events the
     PCR engine predicts for the booted image.
   - With O(pk) (and O(kek), O(db), O(dbx)) a copy of the variable store gets those keys enrolled byte for byte
     and Secure Boot enforced, so a signed UKI proves PCR7 too.
   - Every process and temporary file is removed when the task ends, also on failure and timeout.
-  - A boot takes about 10 to 30 seconds of software emulation.
+  - A boot to ExitBootServices takes about 10 to 30 seconds of software emulation, to userspace about a minute.
 author:
   - Attestable AMI maintainers (@attestable)
 extends_documentation_fragment:
@@ -76,9 +85,35 @@ options:
     description: File holding the dbx variable's data (EFI_SIGNATURE_LIST bytes), enrolled verbatim.
     type: path
   timeout:
-    description: Seconds to wait for the boot to reach ExitBootServices before failing.
+    description:
+      - Seconds to wait for the boot to reach its stage (see O(until)) before failing with RV(boot_failed=timeout).
+      - Default V(300) with O(until=firmware), V(900) with O(until=userspace) (an OS under software emulation on a
+        busy machine).
     type: int
-    default: 300
+  until:
+    description:
+      - V(firmware) stops at ExitBootServices (about 10 to 30 seconds).
+      - V(userspace) lets the OS boot until its serial console (C(ttyS0) on x86_64, C(ttyAMA0) on aarch64) prints a
+        line matching O(console_expect); about a minute for a Debian image with systemd.
+    type: str
+    choices: [firmware, userspace]
+    default: firmware
+  console_expect:
+    description:
+      - Python regular expression searched for in the serial console's lines (terminal escapes removed) when
+        O(until=userspace). Only allowed with O(until=userspace).
+      - Default V(ATTESTABLE-USERSPACE-REACHED), the line the collection's images print when C(multi-user.target)
+        is reached.
+    type: str
+  expect_boot_failure:
+    description:
+      - The boot is expected to fail this way (a tamper proof, for example a disk whose verity-protected root has a
+        flipped byte must give V(verity)). The task succeeds only when RV(boot_failed) is exactly this value, and
+        fails when the boot succeeded or failed otherwise. O(expected) is still compared when ExitBootServices
+        was reached.
+      - V(verity) and V(panic) need O(until=userspace).
+    type: str
+    choices: [verity, panic, timeout, exited]
   expected:
     description:
       - Reference measurements to prove, as M(attestable.ami.pcr_compute) returns them in
@@ -116,6 +151,19 @@ EXAMPLES = r"""
     uki: build/image.efi
     expected: "{{ prediction.measurements }}"
   register: boot
+
+- name: Boot the KIWI disk to userspace on its dm-verity protected root, proving the prediction on the way
+  attestable.ami.measured_boot:
+    disk: build/image.raw
+    until: userspace
+    expected: "{{ prediction.measurements }}"
+  register: boot
+
+- name: The same disk with one byte of the root partition flipped must not boot
+  attestable.ami.measured_boot:
+    disk: build/image.tampered.raw
+    until: userspace
+    expect_boot_failure: verity
 
 - name: Boot a KIWI disk image under Secure Boot with our own keys
   attestable.ami.measured_boot:
@@ -179,9 +227,40 @@ secure_boot:
   returned: when the boot ran
   type: bool
 stop_reason:
-  description: V(exit_boot_services) on success; V(timeout) or V(guest_exited) when the task failed.
+  description:
+    - What ended the boot. V(exit_boot_services) (O(until=firmware)) or V(console_expect) (O(until=userspace)) when it
+      reached its stage; V(boot_failed) (a dm-verity corruption or kernel panic on the console), V(timeout) or
+      V(guest_exited) otherwise.
   returned: when the boot ran
   type: str
+until:
+  description: The stage the boot was run to (O(until)).
+  returned: when the boot ran
+  type: str
+reached_userspace:
+  description: Whether the serial console printed a line matching O(console_expect) (always V(false) with O(until=firmware)).
+  returned: when the boot ran
+  type: bool
+boot_failed:
+  description:
+    - How the boot failed, or V(null) when it reached its stage. V(verity) when the console shows a dm-verity
+      corruption (the kernel's C(dm-verity device corrupted) panic, or a C(block N is corrupted) message of
+      device-mapper's verity target); V(panic) for
+      any other kernel panic; V(timeout) when O(timeout) passed; V(exited) when the guest powered off or reset
+      before reaching its stage.
+  returned: when the boot ran
+  type: str
+  sample: verity
+boot_seconds:
+  description: Seconds from starting qemu until the boot reached its stage or failed.
+  returned: when the boot ran
+  type: float
+  sample: 46.2
+console_tail:
+  description: The last (up to 40) non-empty lines of the guest's serial console, terminal escapes removed.
+  returned: when the boot ran
+  type: list
+  elements: str
 duration:
   description: Seconds from starting qemu to stopping it.
   returned: when the boot ran
@@ -209,7 +288,10 @@ def main():
             kek=dict(type="path"),
             db=dict(type="path"),
             dbx=dict(type="path"),
-            timeout=dict(type="int", default=300),
+            timeout=dict(type="int"),
+            until=dict(type="str", default="firmware", choices=["firmware", "userspace"]),
+            console_expect=dict(type="str"),
+            expect_boot_failure=dict(type="str", choices=["verity", "panic", "timeout", "exited"]),
             expected=dict(type="dict"),
             banks=dict(type="list", elements="str", default=["sha384"], choices=["sha384", "sha256"]),
         ),

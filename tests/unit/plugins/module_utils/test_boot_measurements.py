@@ -4,8 +4,10 @@ import pytest
 from ansible_collections.attestable.ami.plugins.module_utils import qemu_boot
 from ansible_collections.attestable.ami.plugins.module_utils.boot_measurements import (
     MeasuredBootError,
+    check_boot_options,
     check_expected,
     check_inputs,
+    check_outcome,
     side_by_side,
 )
 
@@ -92,3 +94,62 @@ def test_a_missing_firmware_file_is_named(tmp_path):
     uki.write_bytes(b"MZ" + b"\0" * 62)
     with pytest.raises(MeasuredBootError, match="firmware_code: /nonexistent/CODE.fd is not a file"):
         check_inputs({"uki": str(uki), "firmware_code": "/nonexistent/CODE.fd"})
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"until": "kernel"}, "until: 'kernel' is not supported"),
+    ({"console_expect": "x"}, "console_expect: only used with until: userspace"),
+    ({"until": "userspace", "console_expect": "  "}, "console_expect: give a regular expression"),
+    ({"until": "userspace", "console_expect": "(unclosed"}, "console_expect: '\\(unclosed' is not a valid regular"),
+    ({"until": "userspace", "expect_boot_failure": "oops"}, "expect_boot_failure: 'oops' is not a boot failure"),
+    ({"expect_boot_failure": "verity"}, "expect_boot_failure: verity needs until: userspace"),
+    ({"until": "firmware", "expect_boot_failure": "panic"}, "expect_boot_failure: panic needs until: userspace"),
+])
+def test_boot_options_that_do_not_fit_are_refused(params, message):
+    with pytest.raises(MeasuredBootError, match=message):
+        check_boot_options(params)
+
+
+def test_boot_options_that_fit_are_accepted():
+    assert check_boot_options({}) == "firmware"
+    assert check_boot_options({"expect_boot_failure": "timeout"}) == "firmware"
+    assert check_boot_options({"until": "userspace", "console_expect": r"^login:", "expect_boot_failure": "verity"}) \
+        == "userspace"
+
+
+def _outcome(boot_failed, until="userspace", ebs=True, reached=False, tail=("[ 1.0] booting",)):
+    return qemu_boot.BootOutcome(None, "x", 12.0, "console text", 0, until=until, boot_seconds=11.5,
+                                 exit_boot_services=ebs, reached_userspace=reached, boot_failed=boot_failed,
+                                 console_tail=list(tail))
+
+
+VERITY_TAIL = ("[ 4.1] device-mapper: verity: 254:0: data block 41 is corrupted",
+               "[ 4.1] Kernel panic - not syncing: dm-verity device corrupted")
+
+
+@pytest.mark.parametrize("outcome, params, message", [
+    (_outcome("verity", tail=VERITY_TAIL), {"until": "userspace"},
+     "dm-verity found the verity-protected root corrupted \\(.*dm-verity device corrupted\\) after 11.5 s"),
+    (_outcome("panic", tail=("[ 2.0] Kernel panic - not syncing: Attempted to kill init!",)), {"until": "userspace"},
+     "the kernel panicked after 11.5 s: .*Attempted to kill init!"),
+    (_outcome("timeout"), {"until": "userspace", "timeout": 60},
+     "did not print a line matching 'ATTESTABLE-USERSPACE-REACHED' .* within 60 s"),
+    (_outcome("timeout"), {"until": "userspace", "console_expect": "login:"}, "matching 'login:' .* within 900 s"),
+    (_outcome("exited"), {"until": "userspace"}, "the guest stopped .* after 11.5 s without printing a line"),
+    (_outcome("timeout", until="firmware", ebs=False), {}, "no OS loader called ExitBootServices within 300 s"),
+    (_outcome("exited", until="firmware", ebs=False), {}, "before any OS loader called ExitBootServices"),
+])
+def test_an_unexpected_boot_failure_fails_with_what_the_console_showed(outcome, params, message):
+    with pytest.raises(MeasuredBootError, match=message):
+        check_outcome(outcome, params, {"boot_failed": outcome.boot_failed})
+
+
+def test_an_expected_boot_failure_passes_only_when_it_is_exactly_that_failure():
+    check_outcome(_outcome("verity", tail=VERITY_TAIL), {"expect_boot_failure": "verity"}, {})
+    with pytest.raises(MeasuredBootError, match="expected to fail with verity, but it failed with panic"):
+        check_outcome(_outcome("panic"), {"expect_boot_failure": "verity"}, {})
+    with pytest.raises(MeasuredBootError, match="expected to fail with verity, but it reached userspace after 11.5 s"):
+        check_outcome(_outcome(None, reached=True), {"expect_boot_failure": "verity"}, {})
+    with pytest.raises(MeasuredBootError, match="expected to fail with timeout, but it reached ExitBootServices"):
+        check_outcome(_outcome(None, until="firmware"), {"expect_boot_failure": "timeout"}, {})
+    check_outcome(_outcome(None, reached=True), {}, {})

@@ -125,3 +125,11 @@ def test_an_older_schema_is_upgraded_by_kiwi(kiwi, description):
     set_schema(description, "7.4")
     summary = kd.load_description(str(description))
     assert summary["schema_version"] == "7.4"
+
+
+def test_attribute_added_within_a_schema_version_names_the_kiwi_needed():
+    message = 'appliance.kiwi <image/preferences/type[image=oem]>: attribute "overlayroot_readonly_filesystem" not allowed'
+    assert ks.attribute_hint(message, "10.2.7").endswith("(the attribute needs KIWI 10.2.21 or newer; installed: 10.2.7)")
+    assert ks.attribute_hint(message, "11.1.6") == message
+    other = 'appliance.kiwi <image>: attribute "bogus" not allowed'
+    assert ks.attribute_hint(other, "9.24.61") == other

@@ -4,7 +4,7 @@ bound PCRs differ, one without attestation, or the standard-boot PCR7 under a Se
 import copy
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.attestable.ami.plugins.module_utils import kms_policy as kp
@@ -238,6 +238,7 @@ def test_whatever_the_module_writes_refuses_other_images(
     written = [s for s in kp._statements(merged.policy)
                if kp.is_owned(s) and kp.is_module_form(s) and s not in existing["Statement"]]
     reference = dict((k, v) for k, v in m.items() if k.startswith("PCR"))
+    event("%s binding, %d statement(s) written" % (mode, len(written)))
     for s in written:
         alone = {"Statement": [s]}
         for action in kp.RECIPIENT_ACTIONS:
