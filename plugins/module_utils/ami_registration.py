@@ -9,6 +9,7 @@ Tags written on every AMI (source and copies) so that a later run can start from
 import base64
 import binascii
 import re
+import struct
 
 from ansible_collections.attestable.ami.plugins.module_utils.manifest import PCR_KEY, ManifestError, validate_measurements
 
@@ -73,9 +74,44 @@ def validate_snapshot_id(snapshot_id):
     return snapshot_id
 
 
+# EC2's API model: UefiData is 0 to 64,000 characters of base64.
+UEFI_DATA_MAX_CHARS = 64000
+# The blob python-uefivars writes (its aws.py, the format RegisterImage takes): "AMZNUEFI" (8 bytes), CRC32C
+# (4 bytes, little endian) of everything after this field, a version (4 bytes, little endian, 0), then a zlib
+# stream compressed with a preset dictionary (not checked further here: it needs python-uefivars' dictionary).
+UEFI_MAGIC = b"AMZNUEFI"
+UEFI_HEADER = struct.Struct("<8sII")
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _bit in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli, as in iSCSI/RFC 3720), pure Python; crc32c(b"123456789") == 0xE3069283."""
+    crc ^= 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in bytearray(data):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
 def validate_uefi_data(uefi_data):
+    """The base64 AWS UEFI variable store, checked as far as its format is known; RegistrationError otherwise."""
     if uefi_data is None:
         return None
+    if len(uefi_data) > UEFI_DATA_MAX_CHARS:
+        raise RegistrationError("uefi_data: %d characters; RegisterImage accepts at most %d"
+                                % (len(uefi_data), UEFI_DATA_MAX_CHARS))
     try:
         raw = base64.b64decode(uefi_data.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -83,8 +119,19 @@ def validate_uefi_data(uefi_data):
                                 "python-uefivars), got text that is not base64")
     if not raw:
         raise RegistrationError("uefi_data: the UEFI variable store is empty")
-    if len(uefi_data) > 64 * 1024:
-        raise RegistrationError("uefi_data: %d characters; RegisterImage accepts at most 65536" % len(uefi_data))
+    if len(raw) < UEFI_HEADER.size + 2 or not raw.startswith(UEFI_MAGIC):
+        raise RegistrationError("uefi_data: not an AWS UEFI variable store: it does not start with the magic "
+                                "'AMZNUEFI' (write it with python-uefivars: uefivars -i edk2 -o aws ...)")
+    _magic, stored_crc, version = UEFI_HEADER.unpack_from(raw)
+    computed = crc32c(raw[12:])
+    if computed != stored_crc:
+        raise RegistrationError("uefi_data: the variable store's CRC32C is 0x%08x but its header says 0x%08x: the "
+                                "data is truncated or altered" % (computed, stored_crc))
+    if version != 0:
+        raise RegistrationError("uefi_data: variable store version %d; RegisterImage knows version 0" % version)
+    cmf, flg = bytearray(raw[UEFI_HEADER.size:UEFI_HEADER.size + 2])
+    if cmf & 0x0F != 8 or (cmf * 256 + flg) % 31:
+        raise RegistrationError("uefi_data: the variable store's payload is not a zlib stream")
     return uefi_data
 
 
@@ -224,13 +271,41 @@ def permission_strings(entries):
 
 
 def snapshots_of(image):
-    """Snapshot ids an AMI refers to: its block device mappings and its attestable:SnapshotId tag."""
+    """Snapshot ids in an AMI's own block device mappings (what the AMI really uses).
+
+    Never the attestable:SnapshotId tag: anyone with ec2:CreateTags can point it at another snapshot."""
     found = []
     for mapping in image.get("BlockDeviceMappings") or []:
         snap = (mapping.get("Ebs") or {}).get("SnapshotId")
         if snap and snap not in found:
             found.append(snap)
-    tagged = tag_dict(image.get("Tags")).get(SNAPSHOT_TAG)
-    if tagged and tagged not in found:
-        found.append(tagged)
     return found
+
+
+# Attributes a copy must keep (DescribeImages field names); CopyImage has been seen to drop them.
+COPY_ATTRIBUTES = ("BootMode", "TpmSupport", "ImdsSupport")
+
+
+def copy_losses(source, copy, uefi_data=None, copy_uefi_data=None):
+    """What a copy lost compared with its source (DescribeImages entries), e.g. ["TpmSupport (v2.0 -> none)"].
+
+    An attribute the source reports must be reported with the same value by the copy; with uefi_data (what was
+    registered), the copy's UefiData must equal it."""
+    losses = []
+    for key in COPY_ATTRIBUTES:
+        wanted = (source.get(key) or {}).get("Value") if isinstance(source.get(key), dict) else source.get(key)
+        if wanted is None:
+            continue
+        got = (copy.get(key) or {}).get("Value") if isinstance(copy.get(key), dict) else copy.get(key)
+        if got != wanted:
+            losses.append("%s (%s -> %s)" % (key, wanted, got or "none"))
+    if uefi_data is not None and copy_uefi_data != uefi_data:
+        losses.append("UefiData (%d characters -> %s)" % (
+            len(uefi_data), "%d different characters" % len(copy_uefi_data) if copy_uefi_data else "none"))
+    return losses
+
+
+def suggested_name(name, snapshot_id):
+    """A new AMI name for the same build: the old one plus the snapshot's id (unique per upload), <= 128 chars."""
+    suffix = "-" + (snapshot_id or "").replace("snap-", "")[:17]
+    return name[:128 - len(suffix)] + suffix

@@ -6,9 +6,13 @@ The image is read once, sequentially, by the calling thread. Blocks of 512 KiB t
 (EBS reads never-written blocks back as zeros); the others go through a bounded queue to a pool of worker
 threads that share one botocore client (botocore clients are thread-safe). Each worker hashes its block
 (SHA-256, sent as the block checksum) and writes it, retrying throttling, 5xx and connection errors with
-exponential backoff and jitter. CompleteSnapshot carries the LINEAR aggregate checksum: SHA-256 over the
-concatenated per-block digests in block-index order. Memory is bounded by the queue: about
-(2 * workers + 1) blocks.
+exponential backoff and jitter; a new snapshot's "does not exist" answers (HTTP 404 ResourceNotFoundException:
+EBS is eventually consistent) are retried too, within a bounded window after StartSnapshot. CompleteSnapshot
+carries the LINEAR aggregate checksum: SHA-256 over the concatenated per-block digests in block-index order.
+Memory is bounded by the queue: about (2 * workers + 1) blocks.
+
+An earlier snapshot is only reused after its content is read back (scan_image + verify_snapshot): the set of
+written block indices must equal the image's non-zero blocks, and sampled blocks must hash like the image's.
 """
 
 import base64
@@ -32,6 +36,9 @@ GIB = 1024 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
 SHA256_TAG = "attestable:image-sha256"
 SIZE_TAG = "attestable:image-size"
+NOT_FOUND_CODES = frozenset(["ResourceNotFoundException"])
+# How long the EBS team advises retrying "does not exist" for a just-started snapshot (coldsnap #43 / #56).
+DEFAULT_CONSISTENCY_SECONDS = 120
 
 RETRYABLE_ERROR_CODES = frozenset([
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
@@ -155,6 +162,27 @@ def is_retryable(exc):
                             _botocore_exceptions.ReadTimeoutError, _botocore_exceptions.ConnectTimeoutError))
 
 
+def is_not_found(exc):
+    """True for the EBS direct APIs' "snapshot does not exist" answer (ResourceNotFoundException, HTTP 404)."""
+    if _botocore_exceptions is None or not isinstance(exc, _botocore_exceptions.ClientError):
+        return False
+    error = exc.response.get("Error", {}) or {}
+    status = (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
+    return error.get("Code") in NOT_FOUND_CODES or str(status) == "404"
+
+
+class ConsistencyWindow(object):
+    """Until `seconds` after StartSnapshot, "does not exist" answers for the new snapshot are retried."""
+
+    def __init__(self, seconds, clock=time.time):
+        self.seconds = seconds
+        self.clock = clock
+        self.deadline = clock() + seconds
+
+    def remaining(self):
+        return self.deadline - self.clock()
+
+
 def describe_error(exc):
     if _botocore_exceptions is not None and isinstance(exc, _botocore_exceptions.ClientError):
         error = exc.response.get("Error", {}) or {}
@@ -175,14 +203,27 @@ class _Counter(object):
             self.retries += retries
 
 
-def call_with_retry(func, policy, counter, what, **kwargs):
-    """Call func(**kwargs), retrying retryable errors per policy; raises UploadError when it gives up."""
+def call_with_retry(func, policy, counter, what, window=None, **kwargs):
+    """Call func(**kwargs), retrying retryable errors per policy; raises UploadError when it gives up.
+
+    With a ConsistencyWindow, "does not exist" answers are retried (beyond policy.attempts) until it closes."""
     attempt = 0
+    not_found = 0
     while True:
         counter.add(requests=1)
         try:
             return func(**kwargs)
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised as UploadError
+            if window is not None and is_not_found(exc):
+                remaining = window.remaining()
+                if remaining <= 0:
+                    raise UploadError("%s failed: the new snapshot still did not exist %d seconds after StartSnapshot "
+                                      "(%d attempts; consistency_timeout): %s"
+                                      % (what, window.seconds, not_found + 1, describe_error(exc)))
+                not_found += 1
+                counter.add(retries=1)
+                policy.sleep(min(remaining, max(policy.delay(min(not_found - 1, 6)), 0.05)))
+                continue
             attempt += 1
             if not is_retryable(exc):
                 raise UploadError("%s failed: %s" % (what, describe_error(exc)))
@@ -192,13 +233,20 @@ def call_with_retry(func, policy, counter, what, **kwargs):
             policy.sleep(policy.delay(attempt - 1))
 
 
+def tag_value(value):
+    """Tag values are strings in EC2; numbers and booleans from YAML are written as their text."""
+    return value if isinstance(value, str) else str(value)
+
+
 def upload_image(ebs, path, volume_size=None, tags=None, description=None, encrypted=False, kms_key_id=None,
-                 workers=8, expected_sha256=None, timeout_minutes=None, retry=None, delete_snapshot=None):
+                 workers=8, expected_sha256=None, timeout_minutes=None, retry=None, delete_snapshot=None,
+                 consistency_seconds=DEFAULT_CONSISTENCY_SECONDS):
     """Upload the raw image at path to a new snapshot; returns a dict of figures (see the keys below).
 
     ebs: a botocore "ebs" client (without botocore retries, so that retries are counted here).
     delete_snapshot: callable(snapshot_id) used to remove the snapshot when the upload fails.
     expected_sha256: when given, the image read during upload must have this SHA-256, or nothing is kept.
+    consistency_seconds: how long after StartSnapshot a "does not exist" answer for the new snapshot is retried.
     Raises UploadError (with the snapshot already removed, or its id in the message if removal failed).
     """
     retry = retry or RetryPolicy()
@@ -216,7 +264,7 @@ def upload_image(ebs, path, volume_size=None, tags=None, description=None, encry
     start_args = dict(VolumeSize=volume_size, ClientToken=str(uuid.uuid4()),
                       Timeout=timeout_minutes or max(60, min(4320, 60 + size // GIB * 10)))
     if tags:
-        start_args["Tags"] = [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+        start_args["Tags"] = [{"Key": k, "Value": tag_value(v)} for k, v in sorted(tags.items())]
     if description:
         start_args["Description"] = description
     if encrypted or kms_key_id:
@@ -226,9 +274,10 @@ def upload_image(ebs, path, volume_size=None, tags=None, description=None, encry
     started = time.time()
     response = call_with_retry(ebs.start_snapshot, retry, counter, "StartSnapshot", **start_args)
     snapshot_id = response["SnapshotId"]
+    window = ConsistencyWindow(consistency_seconds)
 
     try:
-        figures = _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter)
+        figures = _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter, window)
         if expected_sha256 and figures["image_sha256"] != expected_sha256.lower():
             raise UploadError("src: the image %s changed while it was read: its SHA-256 is %s, expected %s"
                               % (path, figures["image_sha256"], expected_sha256))
@@ -238,10 +287,15 @@ def upload_image(ebs, path, volume_size=None, tags=None, description=None, encry
                                  ChecksumAggregationMethod="LINEAR")
         else:
             figures.pop("linear_checksum")
-        completion = call_with_retry(ebs.complete_snapshot, retry, counter, "CompleteSnapshot", **complete_args)
+        completion = call_with_retry(ebs.complete_snapshot, retry, counter, "CompleteSnapshot", window=window,
+                                     **complete_args)
         if completion.get("Status") == "error":
             raise UploadError("CompleteSnapshot reported status 'error' for %s" % snapshot_id)
-    except BaseException as exc:
+    except (KeyboardInterrupt, SystemExit):
+        # Interrupted: still try not to leave an incomplete snapshot behind, then let the interrupt through.
+        _cleanup(snapshot_id, delete_snapshot, "interrupted")
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure must delete the incomplete snapshot
         message = str(exc) if isinstance(exc, UploadError) else describe_error(exc)
         raise UploadError(_cleanup(snapshot_id, delete_snapshot, "uploading %s failed: %s" % (path, message)),
                           snapshot_id=snapshot_id)
@@ -263,7 +317,7 @@ def _cleanup(snapshot_id, delete_snapshot, message):
     return "%s; the incomplete snapshot %s was deleted" % (message, snapshot_id)
 
 
-def _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter):
+def _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter, window=None):
     work = Queue(maxsize=2 * workers)
     digests = {}
     lock = threading.Lock()
@@ -281,7 +335,7 @@ def _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter):
             digest = hashlib.sha256(data).digest()
             try:
                 call_with_retry(ebs.put_snapshot_block, retry, counter, "PutSnapshotBlock of block %d" % index,
-                                SnapshotId=snapshot_id, BlockIndex=index, BlockData=data,
+                                window=window, SnapshotId=snapshot_id, BlockIndex=index, BlockData=data,
                                 DataLength=BLOCK_SIZE, Checksum=b64_digest(digest), ChecksumAlgorithm="SHA256")
             except Exception as exc:  # noqa: BLE001 - handed to the reading thread
                 with lock:
@@ -330,3 +384,104 @@ def _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter):
         "bytes_uploaded": written * BLOCK_SIZE,
         "linear_checksum": linear_checksum(digests[i] for i in sorted(digests)),
     }
+
+
+# ---- reuse: read an earlier snapshot back and compare it with the image
+
+
+def scan_image(path, size=None):
+    """One pass over the image: its SHA-256 and the SHA-256 of every non-zero block, {index: digest}."""
+    size = image_size(path) if size is None else size
+    whole = hashlib.sha256()
+    blocks = {}
+    with open(path, "rb") as handle:
+        for index, data in iter_blocks(handle, size):
+            whole.update(data)
+            if not is_zero_block(data):
+                blocks[index] = hashlib.sha256(pad_block(data)).digest()
+    return {"sha256": whole.hexdigest(), "blocks": blocks, "size": size}
+
+
+def choose_sample(indices, sample, rng=None):
+    """The block indices to read back: all of them when sample is None or covers them, else the first and the
+    last plus a random choice (unpredictable, so a snapshot cannot be prepared to pass a known sample)."""
+    indices = sorted(indices)
+    if sample is None or sample >= len(indices):
+        return indices
+    chosen = set([indices[0], indices[-1]])
+    rest = [i for i in indices if i not in chosen]
+    rng = rng or random.SystemRandom()
+    chosen.update(rng.sample(rest, max(0, min(len(rest), sample - len(chosen)))))
+    return sorted(chosen)
+
+
+def snapshot_block_tokens(ebs, snapshot_id, retry=None, counter=None):
+    """{block index: block token} of the blocks written to a snapshot (ListSnapshotBlocks, all pages)."""
+    retry = retry or RetryPolicy()
+    counter = counter or _Counter()
+    tokens = {}
+    kwargs = {"SnapshotId": snapshot_id}
+    while True:
+        page = call_with_retry(ebs.list_snapshot_blocks, retry, counter, "ListSnapshotBlocks of %s" % snapshot_id,
+                               **kwargs)
+        for block in page.get("Blocks") or []:
+            tokens[block["BlockIndex"]] = block["BlockToken"]
+        if not page.get("NextToken"):
+            return tokens
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def verify_snapshot(ebs, snapshot_id, scan, sample=None, retry=None, rng=None):
+    """Why the snapshot does not hold the scanned image ("" when it does) and how many blocks were compared.
+
+    The written block indices must be exactly the image's non-zero blocks (so no block is missing or extra),
+    and each block of the sample (all blocks with sample=None) must have the image block's SHA-256."""
+    retry = retry or RetryPolicy()
+    counter = _Counter()
+    try:
+        tokens = snapshot_block_tokens(ebs, snapshot_id, retry, counter)
+        wanted = scan["blocks"]
+        if set(tokens) != set(wanted):
+            missing = sorted(set(wanted) - set(tokens))
+            extra = sorted(set(tokens) - set(wanted))
+            return ("its written blocks differ from the image's non-zero blocks (%d written, %d expected; "
+                    "missing %s, extra %s)" % (len(tokens), len(wanted), missing[:5], extra[:5])), 0
+        compared = 0
+        for index in choose_sample(wanted, sample, rng):
+            response = call_with_retry(ebs.get_snapshot_block, retry, counter,
+                                       "GetSnapshotBlock %d of %s" % (index, snapshot_id),
+                                       SnapshotId=snapshot_id, BlockIndex=index, BlockToken=tokens[index])
+            body = response["BlockData"]
+            data = body.read() if hasattr(body, "read") else body
+            compared += 1
+            if len(data) != BLOCK_SIZE or hashlib.sha256(data).digest() != wanted[index]:
+                return "block %d differs from the image's block %d" % (index, index), compared
+        return "", compared
+    except UploadError as exc:
+        return "it could not be read back: %s" % exc, 0
+
+
+# DescribeSnapshots until completed, failing on state error and retrying "not found" (a new snapshot may not be
+# visible yet); botocore's SnapshotCompleted waiter does not retry InvalidSnapshot.NotFound.
+SNAPSHOT_WAITERS = {
+    "version": 2,
+    "waiters": {
+        "SnapshotCompleted": {
+            "operation": "DescribeSnapshots", "delay": 5, "maxAttempts": 360,
+            "acceptors": [
+                {"state": "success", "matcher": "pathAll", "argument": "Snapshots[].State", "expected": "completed"},
+                {"state": "failure", "matcher": "pathAny", "argument": "Snapshots[].State", "expected": "error"},
+                {"state": "retry", "matcher": "error", "expected": "InvalidSnapshot.NotFound"},
+            ],
+        },
+    },
+}
+
+
+def snapshot_completed_waiter(ec2):
+    """A botocore waiter for SnapshotCompleted that also retries InvalidSnapshot.NotFound."""
+    import botocore.waiter  # only where botocore is present (the module checks it)
+
+    client = getattr(ec2, "client", ec2)  # amazon.aws's retrying wrapper keeps the botocore client in .client
+    return botocore.waiter.create_waiter_with_client(
+        "SnapshotCompleted", botocore.waiter.WaiterModel(SNAPSHOT_WAITERS), client)

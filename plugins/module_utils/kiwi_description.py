@@ -104,8 +104,9 @@ def find_config_file(description):
 def description_digest(description, skipped=None):
     """SHA-256 over every file of the description directory: relative path, mode and content, in path order.
 
-    Symbolic links count by their target text. FIFOs, sockets and device nodes are skipped (reading a FIFO would
-    block; KIWI copies none of them into an image) and, when skipped is a list, appended to it as
+    Symbolic links count by their target text. FIFOs, sockets and device nodes are never opened (reading a FIFO
+    blocks until a writer comes): they count by their kind (and a device by its numbers), since KIWI's rsync of
+    the root/ overlay copies them into the image; when skipped is a list, they are appended to it as
     (relative path, kind). A single .kiwi file digests as a directory holding just it. Returns "sha256:<hex>".
     """
     if os.path.isfile(description):
@@ -130,9 +131,11 @@ def description_digest(description, skipped=None):
         elif stat.S_ISREG(info.st_mode):
             kind, content_hash = "f", sha256_file(path)
         else:
+            special = _special_kind(info.st_mode)
             if skipped is not None:
-                skipped.append((rel, _special_kind(info.st_mode)))
-            continue
+                skipped.append((rel, special))
+            numbers = "%d:%d" % (os.major(info.st_rdev), os.minor(info.st_rdev)) if special.endswith("device") else ""
+            kind, content_hash = "s", hashlib.sha256(("%s %s" % (special, numbers)).encode("utf-8")).hexdigest()
         entries.append((rel, kind, stat.S_IMODE(info.st_mode) & 0o111 and "x" or "-", content_hash))
     for rel, kind, executable, content_hash in entries:
         digest.update(("%s\0%s%s\0%s\n" % (rel.replace(os.sep, "/"), kind, executable, content_hash)).encode("utf-8"))

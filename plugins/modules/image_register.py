@@ -17,10 +17,19 @@ description:
     C(attestable:HashAlgorithm) and C(attestable:PCR<n>) so that later runs can read them from the AMI.
     The source snapshot is recorded as C(attestable:SnapshotId).
   - Idempotent by name. An AMI with the same name, snapshot and measurements is kept; one with different content
-    is an error (choose a new name, or remove the old one with O(state=absent) first).
+    is an error that suggests a new name (the old one plus the snapshot id), or removing the old AMI with
+    O(state=absent) first. The C(attestable.ami.image_publish) role's default name carries the build's digest,
+    so a rebuild gets a new name.
   - Copies the AMI to O(regions) (the copies carry the same tags) and shares the AMI and its copies with exactly
     the accounts, organizations and organizational units in O(launch_permissions).
-  - Waits until the images are available; images registered or copied by a run that fails are deregistered.
+  - Waits until the images are available; images registered or copied by a run that fails are deregistered,
+    and the snapshots CopyImage made for the copies are deleted (the snapshot given in O(snapshot_id) is kept).
+  - After copying, reads each copy back and compares its C(BootMode), C(TpmSupport) and C(ImdsSupport) with the
+    source's, and its C(UefiData) with O(uefi_data) when given; a copy that lost any of them is an error (and a
+    copy made by this run is removed).
+  - EC2 is eventually consistent; an AMI just registered or copied, and a snapshot just made, may answer
+    C(InvalidAMIID.NotFound) / C(InvalidSnapshot.NotFound) for a while. Reading back, tagging, sharing and
+    waiting retry those answers for resources this run made (and for O(snapshot_id)).
 author:
   - Attestable AMI maintainers (@attestable)
 options:
@@ -87,7 +96,11 @@ options:
     default: 'v2.0'
   uefi_data:
     description:
-      - Base64 UEFI variable store (PK, KEK, db, dbx), needed only for Secure Boot.
+      - Base64 UEFI variable store (PK, KEK, db, dbx), needed only for Secure Boot, as python-uefivars writes it
+        (C(uefivars -i edk2 -o aws ...)).
+      - At most 64,000 characters (EC2's limit). Checked before anything is sent - the magic C(AMZNUEFI), the
+        CRC32C over the rest of the blob, version 0, and a zlib header on the payload; the compressed variables
+        themselves are not decoded.
     type: str
   description:
     description:
@@ -122,7 +135,8 @@ options:
     elements: str
   delete_snapshots:
     description:
-      - With O(state=absent), also delete the snapshots of the deregistered AMIs.
+      - With O(state=absent), also delete the snapshots of the deregistered AMIs - only those in each AMI's own
+        block device mappings, never one named by a tag (tags can be written by anyone with C(ec2:CreateTags)).
     type: bool
     default: false
   wait:
@@ -217,8 +231,19 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.waiters import get_waiter
 
 from ansible_collections.attestable.ami.plugins.module_utils import ami_registration as reg
+from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
+
+# EC2 is eventually consistent: an AMI just registered or copied answers InvalidAMIID.NotFound for a few seconds,
+# a snapshot just completed InvalidSnapshot.NotFound. Calls on resources this run made (and on the given snapshot)
+# retry those; amazon.aws's image_available waiter retries InvalidAMIID.NotFound itself.
+NEW_IMAGE_RETRY = AWSRetry.jittered_backoff(retries=8, delay=1, max_delay=15,
+                                            catch_extra_error_codes=["InvalidAMIID.NotFound",
+                                                                     "InvalidAMIID.Unavailable"])
+NEW_SNAPSHOT_RETRY = AWSRetry.jittered_backoff(retries=4, delay=1, max_delay=8,
+                                               catch_extra_error_codes=["InvalidSnapshot.NotFound"])
 
 
 class Publisher(object):
@@ -229,7 +254,7 @@ class Publisher(object):
         self.params = module.params
         self.region = module.region
         self.clients = {}
-        self.created = []  # (region, image_id) registered or copied by this run, for cleanup
+        self.created = []  # (region, image_id, copied) registered or copied by this run, for cleanup
         self.changed = False
         self.before = {}
         self.after = {}
@@ -246,14 +271,43 @@ class Publisher(object):
             self.module.fail_json_aws(exc, msg=msg, **extra)
         self.module.fail_json(msg=msg, **extra)
 
+    def is_new(self, region, image_id):
+        return any(r == region and i == image_id for r, i, _copied in self.created)
+
+    def call(self, region, method, image_id=None, **kwargs):
+        """An EC2 call; on an image this run made, InvalidAMIID.NotFound is retried (eventual consistency)."""
+        client = self.ec2(region)
+        if image_id is not None and self.is_new(region, image_id):
+            return NEW_IMAGE_RETRY(getattr(client, method))(**kwargs)
+        return getattr(client, method)(aws_retry=True, **kwargs)
+
     def cleanup(self):
-        for region, image_id in reversed(self.created):
+        """Deregister what this run registered or copied; a copy's snapshots (made by CopyImage) go too, the
+        snapshot the caller gave for the registration stays."""
+        for region, image_id, copied in reversed(self.created):
+            snapshots = []
             try:
-                self.ec2(region).deregister_image(ImageId=image_id, aws_retry=True)
+                if copied:
+                    snapshots = reg.snapshots_of(self.describe(region, image_id) or {})
+                self.call(region, "deregister_image", image_id, ImageId=image_id)
             except AWS_ERRORS:
-                self.module.warn("Could not deregister %s in %s after the failure; deregister it by hand"
-                                 % (image_id, region))
+                self.module.warn("Could not deregister %s in %s after the failure; deregister it (and delete its "
+                                 "snapshots) by hand" % (image_id, region))
+                continue
+            for snapshot_id in snapshots:
+                try:
+                    self.ec2(region).delete_snapshot(SnapshotId=snapshot_id, aws_retry=True)
+                except is_boto3_error_code("InvalidSnapshot.NotFound"):
+                    pass
+                except AWS_ERRORS:  # pylint: disable=duplicate-except
+                    self.module.warn("Could not delete snapshot %s of the deregistered copy %s in %s after the "
+                                     "failure; delete it by hand" % (snapshot_id, image_id, region))
         self.created = []
+
+    def describe(self, region, image_id):
+        """The DescribeImages entry of one image (None when it does not exist)."""
+        images = self.call(region, "describe_images", image_id, ImageIds=[image_id])["Images"]
+        return images[0] if images else None
 
     def find(self, region):
         try:
@@ -270,7 +324,7 @@ class Publisher(object):
     def check_snapshot(self):
         snapshot_id = self.params["snapshot_id"]
         try:
-            snaps = self.ec2(self.region).describe_snapshots(SnapshotIds=[snapshot_id], aws_retry=True)["Snapshots"]
+            snaps = NEW_SNAPSHOT_RETRY(self.ec2(self.region).describe_snapshots)(SnapshotIds=[snapshot_id])["Snapshots"]
         except is_boto3_error_code(["InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"]):
             snaps = []
         except AWS_ERRORS as e:  # pylint: disable=duplicate-except
@@ -288,7 +342,11 @@ class Publisher(object):
     def wait(self, waiter, region, **kwargs):
         delay = 5
         try:
-            self.ec2(region).get_waiter(waiter).wait(
+            client = self.ec2(region)
+            # amazon.aws's image_available retries InvalidAMIID.NotFound; ours for snapshots InvalidSnapshot.NotFound
+            found = (ebs_upload.snapshot_completed_waiter(client) if waiter == "snapshot_completed"
+                     else get_waiter(client, waiter))
+            found.wait(
                 WaiterConfig={"Delay": delay, "MaxAttempts": max(1, self.params["wait_timeout"] // delay)}, **kwargs)
         except botocore.exceptions.WaiterError as e:
             what = ", ".join(kwargs.get("ImageIds", []) + kwargs.get("SnapshotIds", []))
@@ -304,7 +362,7 @@ class Publisher(object):
         if self.module.check_mode:
             return
         try:
-            self.ec2(region).create_tags(Resources=[image_id], Tags=reg.tag_list(missing), aws_retry=True)
+            self.call(region, "create_tags", image_id, Resources=[image_id], Tags=reg.tag_list(missing))
         except AWS_ERRORS as e:
             self.fail("Failed to tag %s in %s" % (image_id, region), e)
 
@@ -314,8 +372,8 @@ class Publisher(object):
         current = []
         if image_id:
             try:
-                current = self.ec2(region).describe_image_attribute(
-                    ImageId=image_id, Attribute="launchPermission", aws_retry=True).get("LaunchPermissions", [])
+                current = self.call(region, "describe_image_attribute", image_id, ImageId=image_id,
+                                    Attribute="launchPermission").get("LaunchPermissions", [])
             except AWS_ERRORS as e:
                 self.fail("Failed to read the launch permissions of %s in %s" % (image_id, region), e)
         add, remove = reg.launch_permission_changes(current, desired)
@@ -331,7 +389,7 @@ class Publisher(object):
             if remove:
                 change["Remove"] = remove
             try:
-                self.ec2(region).modify_image_attribute(ImageId=image_id, LaunchPermission=change, aws_retry=True)
+                self.call(region, "modify_image_attribute", image_id, ImageId=image_id, LaunchPermission=change)
             except AWS_ERRORS as e:
                 self.fail("Failed to share %s in %s" % (image_id, region), e)
         return reg.permission_strings(desired)
@@ -340,15 +398,19 @@ class Publisher(object):
         problems = reg.image_differences(image, desired_tags, self.params["architecture"],
                                          check_measurements=self.params["measurements"] is not None)
         if problems:
-            self.fail("An AMI named %r already exists in %s (%s) with different content: %s. Use a new name, or "
-                      "remove it first with state: absent."
-                      % (self.params["name"], region, image["ImageId"], "; ".join(problems)))
+            self.fail("An AMI named %r already exists in %s (%s) with different content: %s. AMI names are unique "
+                      "per account and region: change name (the image_publish role's image_publish_name; its "
+                      "default carries the build's digest) to one not used yet, for example %r, or deregister %s "
+                      "first with state: absent (delete_snapshots: true also deletes its snapshots)."
+                      % (self.params["name"], region, image["ImageId"], "; ".join(problems),
+                         reg.suggested_name(self.params["name"], self.params["snapshot_id"]), image["ImageId"]))
 
     def present(self):
         params = self.params
         desired_tags = reg.image_tags(params["tags"], params["measurements"], params["snapshot_id"])
         permissions = (reg.parse_launch_permissions(params["launch_permissions"])
                        if params["launch_permissions"] is not None else None)
+        waiting = params["wait"] and not self.module.check_mode
         images = {}
 
         image = self.find(self.region)
@@ -357,7 +419,7 @@ class Publisher(object):
             self.check_existing(self.region, image, desired_tags)
             image_id = image["ImageId"]
             self.ensure_tags(self.region, image_id, reg.tag_dict(image.get("Tags")), desired_tags)
-            if image.get("State") == "pending" and params["wait"] and not self.module.check_mode:
+            if image.get("State") == "pending" and waiting:
                 self.wait("image_available", self.region, ImageIds=[image_id])  # before copying it
         else:
             snap = self.check_snapshot()
@@ -375,7 +437,9 @@ class Publisher(object):
                     image_id = self.ec2(self.region).register_image(aws_retry=True, **request)["ImageId"]
                 except AWS_ERRORS as e:
                     self.fail("Failed to register AMI %r from %s" % (params["name"], params["snapshot_id"]), e)
-                self.created.append((self.region, image_id))
+                self.created.append((self.region, image_id, False))
+                if waiting:
+                    self.wait("image_available", self.region, ImageIds=[image_id])
                 # Some endpoints drop TagSpecifications on RegisterImage: make sure the tags are there.
                 self.ensure_tags(self.region, image_id, self.current_tags(self.region, image_id), desired_tags)
         if image_id:
@@ -395,20 +459,22 @@ class Publisher(object):
                 if not self.module.check_mode:
                     request = reg.build_copy_request(params["name"], image_id, self.region, desired_tags,
                                                      params["description"])
-                    if params["wait"] and (self.region, image_id) in self.created:
-                        self.wait("image_available", self.region, ImageIds=[image_id])
                     try:
                         copies[region] = self.ec2(region).copy_image(aws_retry=True, **request)["ImageId"]
                     except AWS_ERRORS as e:
                         self.fail("Failed to copy %s to %s" % (image_id, region), e)
-                    self.created.append((region, copies[region]))
-                    self.ensure_tags(region, copies[region], self.current_tags(region, copies[region]), desired_tags)
+                    self.created.append((region, copies[region], True))
             self.after[region] = {"image_id": copies.get(region, "(new)"), "tags": desired_tags}
         images.update(copies)
 
-        if params["wait"] and not self.module.check_mode:
-            for region, new_id in self.created:
-                self.wait("image_available", region, ImageIds=[new_id])
+        if copies and not self.module.check_mode:
+            source = self.read_back(self.region, image_id)
+            for region in sorted(copies):
+                if waiting and self.is_new(region, copies[region]):
+                    self.wait("image_available", region, ImageIds=[copies[region]])
+                copy = self.read_back(region, copies[region])
+                self.check_copy(region, source, copy)
+                self.ensure_tags(region, copies[region], reg.tag_dict(copy.get("Tags")), desired_tags)
 
         shared = None
         for region in [self.region] + sorted(copies):
@@ -421,12 +487,42 @@ class Publisher(object):
             result["launch_permissions"] = shared
         return result
 
-    def current_tags(self, region, image_id):
+    def read_back(self, region, image_id):
         try:
-            images = self.ec2(region).describe_images(ImageIds=[image_id], aws_retry=True)["Images"]
+            image = self.describe(region, image_id)
         except AWS_ERRORS as e:
             self.fail("Failed to read back %s in %s" % (image_id, region), e)
-        return reg.tag_dict(images[0].get("Tags")) if images else {}
+        if image is None:
+            self.fail("%s in %s is not there any more (it was deregistered during this run?)" % (image_id, region))
+        return image
+
+    def uefi_data_of(self, region, image_id):
+        try:
+            response = self.call(region, "describe_image_attribute", image_id, ImageId=image_id, Attribute="uefiData")
+        except AWS_ERRORS as e:
+            self.fail("Failed to read the UEFI data of %s in %s" % (image_id, region), e)
+        return (response.get("UefiData") or {}).get("Value")
+
+    def check_copy(self, region, source, copy):
+        """A copy must keep the source's BootMode, TpmSupport, ImdsSupport and (when given) UefiData: CopyImage
+        has been seen to drop them, and a copy without them does not boot measured or attest."""
+        uefi_data = self.params["uefi_data"]
+        copy_uefi = self.uefi_data_of(region, copy["ImageId"]) if uefi_data else None
+        losses = reg.copy_losses(source, copy, uefi_data, copy_uefi)
+        if losses:
+            new = self.is_new(region, copy["ImageId"])
+            self.fail("The copy %s of %s in %s lost %s. %s"
+                      % (copy["ImageId"], source["ImageId"], region, ", ".join(losses),
+                         "It was deregistered and its snapshots deleted; copy again, or register from the snapshot "
+                         "in that region." if new else
+                         "Remove it with state: absent (delete_snapshots: true) and run again."))
+
+    def current_tags(self, region, image_id):
+        try:
+            image = self.describe(region, image_id)
+        except AWS_ERRORS as e:
+            self.fail("Failed to read back %s in %s" % (image_id, region), e)
+        return reg.tag_dict(image.get("Tags")) if image else {}
 
     # ---- absent
 

@@ -107,6 +107,19 @@ EXAMPLES = r"""
   become: true
   register: build
 
+- name: Build through a proxy, and say where the UKI came from
+  attestable.ami.kiwi_build:
+    description: /var/tmp/description
+    target_dir: /var/tmp/image
+    environment:
+      https_proxy: http://proxy.internal:3128
+  become: true
+  register: build
+
+- name: The UKI to measure (read from the disk's ESP when the hook left none beside it)
+  ansible.builtin.debug:
+    msg: "{{ build.uki }} ({{ build.uki_source }})"
+
 - name: Start a long build in the background
   attestable.ami.kiwi_build:
     description: /var/tmp/description

@@ -43,7 +43,7 @@ description:
     it runs on Python 3.9. Attributes KIWI added within a schema version are named with the KIWI release that
     knows them; an attestable description (C(overlayroot_readonly_filesystem), C(<dracut uefi="true">)) needs
     KIWI 10.2.23 or newer.
-  - The description digest skips FIFOs, sockets and device nodes (with a warning) instead of reading them.
+  - The description digest counts FIFOs, sockets and device nodes by their kind, without reading them, and warns.
   - Needs the C(kiwi) Python package where it runs. Changes nothing.
 author:
   - Attestable AMI maintainers (@attestable)
@@ -104,6 +104,19 @@ EXAMPLES = r"""
 - name: Show which packages the image will hold
   ansible.builtin.debug:
     var: validation.description.packages
+
+- name: Validate again on the builder, with its own KIWI and the host paths (signing keys, dir:// repositories)
+  attestable.ami.kiwi_validate:
+    description: /var/tmp/description
+    check_host_paths: true
+    require_attestable: true
+  delegate_to: "{{ builder_host }}"
+  register: builder_validation
+
+- name: Show what would make the image unattestable
+  ansible.builtin.debug:
+    msg: "{{ item.setting }} {{ item.value }}: {{ item.reason }} ({{ item.severity }})"
+  loop: "{{ validation.findings }}"
 """
 
 RETURN = r"""
@@ -227,7 +240,8 @@ def _missing_setting_findings(summary):
     values = {"overlayroot": build.get("overlayroot"), "erofs": build.get("overlayroot_readonly_filesystem"),
               "verity": build.get("verity_blocks"), "uki": uki,
               "verity_panic": build.get("kernelcmdline"), "no_initrd_shell": build.get("kernelcmdline")}
-    return [kiwi_findings.finding(kiwi_description.SETTING_LOCATIONS[key], str(values[key]), text)
+    return [kiwi_findings.finding(kiwi_description.SETTING_LOCATIONS[key],
+                                  "(not set)" if values[key] is None else str(values[key]), text)
             for key, text in kiwi_description.missing_settings(summary)]
 
 
@@ -256,7 +270,8 @@ def main():
     except (IOError, OSError) as exc:
         module.fail_json(msg="kiwi_validate: cannot read description %s: %s" % (path, exc), description=path)
     for rel, kind in skipped:
-        module.warn("the description digest skips %s (a %s): KIWI copies no such file into an image" % (rel, kind))
+        module.warn("the description holds %s, a %s: the digest counts it by its kind without reading it, and "
+                    "KIWI copies it into the image if it is in root/" % (rel, kind))
 
     description_dir = os.path.dirname(os.path.abspath(summary["config_file"]))
     missing = _missing_setting_findings(summary)

@@ -21,9 +21,18 @@ description:
     errors. When a block cannot be written, the incomplete snapshot is deleted and the module fails.
   - The image is read once, as a stream; memory stays bounded (a queue of about two blocks per worker).
   - Idempotent. A completed snapshot is tagged C(attestable:image-sha256) with the image's SHA-256 and
-    C(attestable:image-size) with its size in bytes; a later run with the same image and volume size reuses it
-    and reports RV(ignore:changed=false). Only when an earlier snapshot of an image of the same size exists is
-    the image hashed before uploading (unless O(image_sha256) is given), so a first upload reads it once.
+    C(attestable:image-size) with its size in bytes. Tags are only a hint (anyone with C(ec2:CreateTags) can
+    write them), so a tagged snapshot is reused only after its content is read back and compared with the image
+    (O(reuse)) - its written block indices (C(ListSnapshotBlocks)) must be exactly the image's non-zero blocks,
+    and the blocks read back (C(GetSnapshotBlock)) must have the image's block SHA-256. Only then does the
+    module report RV(ignore:changed=false). A tagged snapshot that does not verify is left alone, named in a
+    warning and in RV(reuse_rejected), and the image is uploaded to a new snapshot.
+  - Only when an earlier snapshot of an image of the same size exists is the image read before uploading, to
+    hash it and compare it with that snapshot; with O(image_sha256) given, only when a snapshot carries that
+    digest. A first upload reads the image once.
+  - A new snapshot may answer "does not exist" (HTTP 404 C(ResourceNotFoundException) from the EBS direct APIs,
+    C(InvalidSnapshot.NotFound) from EC2) for a while; those answers are retried, the EBS ones for
+    O(consistency_timeout) seconds after C(StartSnapshot).
   - Runs on Python 3.9 with boto3 (AL2023 ships it as C(python3-boto3)), so it can run on the builder, where
     the image is.
 author:
@@ -52,6 +61,7 @@ options:
   tags:
     description:
       - Tags for the snapshot. On an existing snapshot, missing or different tags are set; others are kept.
+      - Values that are numbers or booleans are written as their text (V(42), V(True)).
     type: dict
     aliases: ['resource_tags']
   encrypted:
@@ -69,6 +79,29 @@ options:
       - Number of blocks written in parallel.
     type: int
     default: 8
+  reuse:
+    description:
+      - How an earlier snapshot tagged with this image's digest and size is verified before it is reused.
+      - V(sample) reads back the list of written blocks (all of it) and O(reuse_sample_blocks) blocks (the first,
+        the last and a random choice) and compares them with the image. A missing, extra or different block
+        among those is caught for certain; a different block outside the sample only with the probability
+        of the sample's share of the blocks.
+      - V(full) reads back and compares every written block (as much data as an upload sends, but no writes).
+      - V(never) never reuses a snapshot; every run uploads.
+    type: str
+    choices: [sample, full, never]
+    default: sample
+  reuse_sample_blocks:
+    description:
+      - Number of blocks read back with O(reuse=sample).
+    type: int
+    default: 64
+  consistency_timeout:
+    description:
+      - Seconds after C(StartSnapshot) during which the EBS direct APIs' "does not exist" answer for the new
+        snapshot (HTTP 404 C(ResourceNotFoundException)) is retried. AWS advises up to about two minutes.
+    type: int
+    default: 120
   wait:
     description:
       - Wait until the snapshot's state is C(completed) (EBS finishes a snapshot asynchronously).
@@ -87,16 +120,17 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Hashes the image and looks for an earlier upload; uploads nothing.
+    details: Hashes the image and looks for (and verifies) an earlier upload; uploads nothing.
   diff_mode:
     support: partial
     details: Shows the snapshot before and after (its id and image digest), not block contents.
   idempotent:
     support: full
-    details: A completed snapshot tagged with the same image SHA-256 and volume size is reused.
+    details: A snapshot tagged with the same image SHA-256 and volume size is reused once its content verifies.
 notes:
   - The caller needs C(ebs:StartSnapshot), C(ebs:PutSnapshotBlock), C(ebs:CompleteSnapshot),
-    C(ec2:DescribeSnapshots), C(ec2:CreateTags) and C(ec2:DeleteSnapshot) (for cleanup).
+    C(ec2:DescribeSnapshots), C(ec2:CreateTags) and C(ec2:DeleteSnapshot) (for cleanup); reusing a snapshot
+    also needs C(ebs:ListSnapshotBlocks) and C(ebs:GetSnapshotBlock).
 """
 
 EXAMPLES = r"""
@@ -154,9 +188,20 @@ requests:
   returned: always
   type: int
 retries:
-  description: Requests this run retried after throttling, 5xx or connection errors.
+  description: Requests this run retried after throttling, 5xx, connection errors or "does not exist" answers.
   returned: always
   type: int
+verified_blocks:
+  description: Blocks of the reused snapshot read back and compared with the image (0 when nothing was reused).
+  returned: always
+  type: int
+reuse_rejected:
+  description: Snapshots tagged with this image's digest that were not reused because their content did not
+    verify, with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"snapshot_id": "snap-0123456789abcdef0", "reason": "block 3 differs from the image's block 3"}]
 """
 
 import re
@@ -164,8 +209,10 @@ import re
 try:
     import botocore.config
     import botocore.exceptions
+
+    AWS_ERRORS = (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
 except ImportError:
-    pass  # handled by AnsibleAWSModule
+    AWS_ERRORS = ()  # AnsibleAWSModule reports the missing dependency
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
@@ -173,20 +220,22 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
 from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
-from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+# A snapshot that was just created can answer InvalidSnapshot.NotFound for a few seconds (eventual consistency).
+NEW_SNAPSHOT_RETRY = AWSRetry.jittered_backoff(retries=8, delay=1, max_delay=15,
+                                               catch_extra_error_codes=["InvalidSnapshot.NotFound"])
 
 
 def find_snapshots(module, ec2, image_size, volume_size, encrypted, kms_key_id):
     """Completed (or completing) snapshots uploaded from an image of this size that fit the request."""
     try:
         paginator = ec2.get_paginator("describe_snapshots")
-        snapshots = paginator.paginate(
+        snapshots = AWSRetry.jittered_backoff()(paginator.paginate(
             OwnerIds=["self"],
             Filters=[{"Name": "tag:%s" % ebs_upload.SIZE_TAG, "Values": [str(image_size)]}],
-        ).build_full_result()["Snapshots"]
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        ).build_full_result)()["Snapshots"]
+    except AWS_ERRORS as e:
         module.fail_json_aws(e, msg="Failed to look for an earlier upload of the image")
     candidates = []
     for snap in snapshots:
@@ -201,21 +250,22 @@ def find_snapshots(module, ec2, image_size, volume_size, encrypted, kms_key_id):
     return candidates
 
 
-def matching(snapshots, image_sha256):
-    """The newest snapshot tagged with this image digest, or None."""
+def tagged_with(snapshots, image_sha256):
+    """The snapshots tagged with this image digest, newest (and completed) first."""
     found = [s for s in snapshots
              if boto3_tag_list_to_ansible_dict(s.get("Tags", [])).get(ebs_upload.SHA256_TAG) == image_sha256]
-    return found[-1] if found else None
+    return list(reversed(found))
 
 
 def tags_to_add(current, wanted):
-    return dict((k, v) for k, v in (wanted or {}).items() if current.get(k) != v)
+    wanted = dict((k, ebs_upload.tag_value(v)) for k, v in (wanted or {}).items())
+    return dict((k, v) for k, v in wanted.items() if current.get(k) != v)
 
 
 def wait_completed(module, ec2, snapshot_id):
     delay = 5
     try:
-        ec2.get_waiter("snapshot_completed").wait(
+        ebs_upload.snapshot_completed_waiter(ec2).wait(
             SnapshotIds=[snapshot_id],
             WaiterConfig={"Delay": delay, "MaxAttempts": max(1, module.params["wait_timeout"] // delay)},
         )
@@ -225,10 +275,19 @@ def wait_completed(module, ec2, snapshot_id):
 
 
 def delete_snapshot_quietly(ec2, snapshot_id):
+    """Delete a snapshot this run made; returns None, or why it could not be deleted (never raises AWS errors)."""
     try:
         ec2.delete_snapshot(SnapshotId=snapshot_id, aws_retry=True)
     except is_boto3_error_code("InvalidSnapshot.NotFound"):
         pass
+    except AWS_ERRORS as e:  # pylint: disable=duplicate-except
+        return ebs_upload.describe_error(e) if isinstance(e, botocore.exceptions.ClientError) else str(e)
+    return None
+
+
+def raise_on_failure(reason):
+    if reason:
+        raise RuntimeError(reason)
 
 
 def upload(module, ec2, size, image_sha256, volume_size):
@@ -241,20 +300,54 @@ def upload(module, ec2, size, image_sha256, volume_size):
         figures = ebs_upload.upload_image(
             ebs, params["src"], volume_size=volume_size, tags=params["tags"], description=params["description"],
             encrypted=params["encrypted"], kms_key_id=params["kms_key_id"], workers=workers,
-            expected_sha256=image_sha256, delete_snapshot=lambda sid: delete_snapshot_quietly(ec2, sid))
+            expected_sha256=image_sha256, consistency_seconds=params["consistency_timeout"],
+            delete_snapshot=lambda sid: raise_on_failure(delete_snapshot_quietly(ec2, sid)))
     except ebs_upload.UploadError as e:
-        module.fail_json(msg=str(e))
+        module.fail_json(msg=str(e), snapshot_id=e.snapshot_id)
     snapshot_id = figures["snapshot_id"]
     identity = [{"Key": ebs_upload.SHA256_TAG, "Value": figures["image_sha256"]},
                 {"Key": ebs_upload.SIZE_TAG, "Value": str(size)}]
     try:
-        ec2.create_tags(Resources=[snapshot_id], Tags=identity, aws_retry=True)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
-        delete_snapshot_quietly(ec2, snapshot_id)
+        NEW_SNAPSHOT_RETRY(ec2.create_tags)(Resources=[snapshot_id], Tags=identity)
+    except AWS_ERRORS as e:
+        failed = delete_snapshot_quietly(ec2, snapshot_id)
+        if failed:
+            module.fail_json_aws(e, msg="Failed to tag snapshot %s with the image digest, and deleting it failed too "
+                                        "(%s): delete snapshot %s by hand" % (snapshot_id, failed, snapshot_id),
+                                 snapshot_id=snapshot_id)
         module.fail_json_aws(e, msg="Failed to tag snapshot %s with the image digest; it was deleted" % snapshot_id)
     if params["wait"]:
         wait_completed(module, ec2, snapshot_id)
     return figures
+
+
+def find_verified(module, candidates, size, image_sha256, result):
+    """The newest tagged candidate whose content verifies against the image, or None; also the image digest.
+
+    Tags are a hint: every tagged candidate is read back (ebs_upload.verify_snapshot) before it is trusted."""
+    params = module.params
+    scan = None
+    if image_sha256 is None or tagged_with(candidates, image_sha256):
+        scan = ebs_upload.scan_image(params["src"], size)
+        if image_sha256 is not None and scan["sha256"] != image_sha256:
+            module.fail_json(msg="image_sha256: the image %s has SHA-256 %s, not %s"
+                                 % (params["src"], scan["sha256"], image_sha256))
+        image_sha256 = scan["sha256"]
+    tagged = tagged_with(candidates, image_sha256)
+    if not tagged:
+        return None, image_sha256
+    ebs = module.client("ebs", retry_decorator=AWSRetry.jittered_backoff())
+    sample = None if params["reuse"] == "full" else params["reuse_sample_blocks"]
+    for snap in tagged:
+        reason, compared = ebs_upload.verify_snapshot(ebs, snap["SnapshotId"], scan, sample=sample)
+        if not reason:
+            result["verified_blocks"] = compared
+            return snap, image_sha256
+        result["reuse_rejected"].append({"snapshot_id": snap["SnapshotId"], "reason": reason})
+        module.warn("Snapshot %s is tagged as an upload of this image (SHA-256 %s) but its content does not match: "
+                    "%s. It is not reused (and left as it is); the image is uploaded again."
+                    % (snap["SnapshotId"], image_sha256, reason))
+    return None, image_sha256
 
 
 def main():
@@ -267,6 +360,9 @@ def main():
         encrypted=dict(type="bool", default=False),
         kms_key_id=dict(type="str"),
         workers=dict(type="int", default=8),
+        reuse=dict(type="str", choices=["sample", "full", "never"], default="sample"),
+        reuse_sample_blocks=dict(type="int", default=64),
+        consistency_timeout=dict(type="int", default=ebs_upload.DEFAULT_CONSISTENCY_SECONDS),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=1800),
     )
@@ -275,6 +371,10 @@ def main():
 
     if params["workers"] < 1 or params["workers"] > 64:
         module.fail_json(msg="workers: expected a number from 1 to 64, got %d" % params["workers"])
+    if params["reuse_sample_blocks"] < 1:
+        module.fail_json(msg="reuse_sample_blocks: expected at least 1, got %d" % params["reuse_sample_blocks"])
+    if params["consistency_timeout"] < 0:
+        module.fail_json(msg="consistency_timeout: expected 0 or more seconds, got %d" % params["consistency_timeout"])
     if params["image_sha256"] is not None and not _SHA256.match(params["image_sha256"]):
         module.fail_json(msg="image_sha256: expected 64 hex characters (a SHA-256 digest), got %r"
                          % params["image_sha256"])
@@ -293,11 +393,14 @@ def main():
     ec2 = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
     result = dict(changed=False, volume_size=volume_size,
                   blocks_total=ebs_upload.block_count(size), blocks_written=0, blocks_skipped=0,
-                  bytes_uploaded=0, requests=0, retries=0)
-    candidates = find_snapshots(module, ec2, size, volume_size, encrypted, params["kms_key_id"])
-    if image_sha256 is None and (candidates or module.check_mode):
-        image_sha256 = sha256_file(params["src"])  # only to compare with earlier uploads
-    existing = matching(candidates, image_sha256) if candidates else None
+                  bytes_uploaded=0, requests=0, retries=0, verified_blocks=0, reuse_rejected=[])
+    existing = None
+    if params["reuse"] != "never":
+        candidates = find_snapshots(module, ec2, size, volume_size, encrypted, params["kms_key_id"])
+        if candidates:
+            existing, image_sha256 = find_verified(module, candidates, size, image_sha256, result)
+    if image_sha256 is None and module.check_mode:
+        image_sha256 = ebs_upload.scan_image(params["src"], size)["sha256"]
     before = {"snapshot_id": existing["SnapshotId"], "image_sha256": image_sha256} if existing else {}
 
     if existing:
@@ -309,7 +412,7 @@ def main():
                 try:
                     ec2.create_tags(Resources=[existing["SnapshotId"]], aws_retry=True,
                                     Tags=[{"Key": k, "Value": v} for k, v in sorted(missing.items())])
-                except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                except AWS_ERRORS as e:
                     module.fail_json_aws(e, msg="Failed to tag snapshot %s" % existing["SnapshotId"])
         if params["wait"] and existing.get("State") != "completed" and not module.check_mode:
             wait_completed(module, ec2, existing["SnapshotId"])

@@ -5,6 +5,7 @@ connection and installing packages (builder_wait_for_connection / builder_instal
 unanswered wait is the failure being injected. What moto stores (instance, volume, security group, key pair,
 tags) is read back with boto3 and compared with what the role was asked for.
 """
+import json
 import os
 import stat
 
@@ -13,6 +14,8 @@ import pytest
 
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-%s"
 BUILDER_TAGS = {"project": "attestable-tests"}
+EC2_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
 
 
 def run_instances(ec2, run_id):
@@ -130,6 +133,8 @@ def test_arm64_over_ssm_opens_no_port_and_creates_no_key(
         run_playbook, builder_playbook, builder_vars, ec2, ssm, moto_server):
     iam = boto3.client("iam", endpoint_url=moto_server, region_name="us-east-1")
     iam.create_instance_profile(InstanceProfileName="attestable-builder-ssm")
+    iam.create_role(RoleName="attestable-builder-ssm", AssumeRolePolicyDocument=EC2_TRUST)
+    iam.add_role_to_instance_profile(InstanceProfileName="attestable-builder-ssm", RoleName="attestable-builder-ssm")
     extra = dict(builder_vars, builder_architecture="arm64", builder_connection="ssm", builder_volume_size=50,
                  builder_ssm_bucket="builder-transfer", builder_iam_instance_profile="attestable-builder-ssm")
     del extra["builder_ssh_cidr"]
@@ -261,6 +266,7 @@ def test_bad_input_is_refused_before_anything_is_created(
 def test_existing_host_joins_the_builder_group(run_playbook, builder_playbook, check):
     result = run_playbook(builder_playbook("launch.yml"), check=check, extra_vars={
         "builder_mode": "existing", "builder_host": "localhost", "builder_install_packages": False,
+        "builder_check_tool_versions": False,
         "builder_host_vars": {"builder_test_marker": "from builder_host_vars"}})
     assert result.rc == 0, result.stdout[-4000:]
     # wait_for_connection does not run in check mode (Ansible skips it there).

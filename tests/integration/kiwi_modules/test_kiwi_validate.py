@@ -103,6 +103,9 @@ def test_fifo_in_the_description_does_not_hang_the_digest(run_playbook, descript
     task = result.task("validate")
     assert result.rc == 0 and task.get("failed") is not True, task.get("msg")
     assert any("root/etc/initctl" in w and "FIFO" in w for w in task.get("warnings", [])), task.get("warnings")
+    os.remove(str(description / "root" / "etc" / "initctl"))
+    without = run_playbook(PLAYBOOK, {"description": str(description)}).task("validate")
+    assert without["description_digest"] != task["description_digest"]
 
 
 OLD_KIWI_PYTHON = os.environ.get("ATTESTABLE_OLD_KIWI_PYTHON")

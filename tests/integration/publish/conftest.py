@@ -2,8 +2,9 @@
 boto3 clients for checking what ended up in moto, and sparse raw images.
 
 The proxy (tests/integration/aws_proxy.py) lets tests check what a module *sent* where moto drops fields
-(RegisterImage's TpmSupport, BootMode, ImdsSupport, BlockDeviceMappings), and answers chosen requests with
-throttling or 5xx errors instead of forwarding them.
+(RegisterImage's TpmSupport, BootMode, ImdsSupport, BlockDeviceMappings), answers chosen requests with
+throttling or 5xx errors instead of forwarding them, answers "not found" for the first requests on a new
+resource (eventual consistency), and (emulate_images) gives DescribeImages the attributes moto drops.
 """
 import hashlib
 
@@ -17,7 +18,7 @@ BLOCK = 512 * 1024
 
 @pytest.fixture
 def aws_proxy(moto_server):
-    proxy = RecordingProxy(moto_server)
+    proxy = RecordingProxy(moto_server, emulate_images=True)
     try:
         yield proxy
     finally:

@@ -6,6 +6,8 @@ BootMode, ImdsSupport, UefiData and the block device mapping is checked on the p
 import base64
 import hashlib
 import json
+import struct
+import zlib
 
 import pytest
 
@@ -28,6 +30,7 @@ REGISTER = """
         regions: "{{ regions | default([]) }}"
         launch_permissions: "{{ launch_permissions | default(omit) }}"
         delete_snapshots: "{{ delete_snapshots | default(false) }}"
+        wait: "{{ wait | default(true) }}"
         description: attestable test image
         tags:
           Project: attestable
@@ -35,6 +38,25 @@ REGISTER = """
         endpoint_url: "{{ endpoint }}"
       register: ami
 """
+
+
+def crc32c_bitwise(data):
+    """CRC-32C computed bit by bit (independent of the module's table-driven one)."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _bit in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 * (crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+assert crc32c_bitwise(b"123456789") == 0xE3069283  # the CRC-32C check value (RFC 3720)
+
+
+def uefi_store(payload=b"PK KEK db dbx variables", crc=None, magic=b"AMZNUEFI"):
+    """An AWS UEFI variable store as python-uefivars lays it out: magic, CRC32C of the rest, version 0, zlib."""
+    body = struct.pack("<I", 0) + zlib.compress(payload, 9)
+    return base64.b64encode(magic + struct.pack("<I", crc32c_bitwise(body) if crc is None else crc) + body).decode()
 
 
 def pcr(text):
@@ -69,7 +91,7 @@ def tags_of(aws, image_id, region="us-east-1"):
 
 
 def test_register_sends_nitrotpm_uefi_request_and_is_idempotent(run_playbook, aws_proxy, aws, snapshot_id):
-    uefi_data = base64.b64encode(b"uefi variable store").decode()
+    uefi_data = uefi_store()
     first = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS,
                      uefi_data=uefi_data)
     assert first.rc == 0, first.stdout
@@ -226,6 +248,10 @@ BAD_INPUTS = [
     ("no PCRs", {"measurements": {"HashAlgorithm": "SHA384"}}, "measurements holds no PCR values"),
     ("public sharing", {"launch_permissions": ["all"]}, "launch_permissions: 'all' is neither"),
     ("short name", {"name": "x"}, "name: 'x' is not a valid AMI name"),
+    ("UEFI data too long", {"uefi_data": "A" * 64004}, "uefi_data: 64004 characters; RegisterImage accepts at most 64000"),
+    ("UEFI data not AWS", {"uefi_data": base64.b64encode(b"uefi variable store").decode()},
+     "does not start with the magic 'AMZNUEFI'"),
+    ("UEFI data altered", {"uefi_data": uefi_store(crc=0x12345678)}, "header says 0x12345678"),
 ]
 
 
@@ -247,3 +273,68 @@ def test_bad_input_fails_clearly_and_creates_nothing(run_playbook, aws_proxy, aw
         assert "Traceback" not in result.get("module_stderr", ""), label
     assert aws_proxy.calls("RegisterImage") == [] and aws_proxy.calls("CreateTags") == []
     assert aws.image_ids() == images and aws.snapshot_ids() == snapshots
+
+
+# ---- issue 8 section 2 and issue 13 items 11 and 12
+
+NEW_IMAGE = r"Action=(RegisterImage|CopyImage)$"
+IMAGE_ID = r"<imageId>(ami-[0-9a-f]+)</imageId>"
+
+
+def test_absent_deletes_only_the_amis_own_snapshots(run_playbook, aws_proxy, aws, snapshot_id):
+    other = aws.client("ebs").start_snapshot(VolumeSize=1)["SnapshotId"]  # somebody else's snapshot
+    aws.client("ebs").complete_snapshot(SnapshotId=other, ChangedBlocksCount=0)
+    first = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS)
+    assert first.rc == 0, first.stdout
+    image_id = first.task("Register the AMI")["image_id"]
+    # Anyone with ec2:CreateTags can point the tag elsewhere.
+    aws.client("ec2").create_tags(Resources=[image_id], Tags=[{"Key": "attestable:SnapshotId", "Value": other}])
+    gone = register(run_playbook, aws_proxy, state="absent", delete_snapshots=True)
+    assert gone.rc == 0, gone.stdout
+    assert gone.task("Register the AMI")["deleted_snapshots"] == [snapshot_id]
+    assert other in aws.snapshot_ids() and snapshot_id not in aws.snapshot_ids()
+    assert [c["SnapshotId"] for c in aws_proxy.calls("DeleteSnapshot")] == [snapshot_id]
+
+
+def test_failed_share_removes_the_copies_and_their_snapshots(run_playbook, aws_proxy, aws, snapshot_id):
+    source_images, copy_images = aws.image_ids(), aws.image_ids("eu-west-1")
+    copy_snapshots = aws.snapshot_ids("eu-west-1")
+    aws_proxy.inject(r"Action=ModifyImageAttribute$", [(400, "InvalidOrganizationArn")], forever=True)
+    run = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS,
+                   regions=["eu-west-1"], launch_permissions=[ORG])
+    assert run.rc != 0
+    assert "Failed to share" in run.task("Register the AMI")["msg"]
+    assert len(aws_proxy.calls("CopyImage")) == 1 and len(aws_proxy.calls("DeregisterImage")) == 2
+    assert aws.image_ids() == source_images and aws.image_ids("eu-west-1") == copy_images
+    assert aws.snapshot_ids("eu-west-1") == copy_snapshots  # the copy's snapshot went with it
+    assert snapshot_id in aws.snapshot_ids()  # the caller's snapshot stays
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_new_amis_answering_not_found_are_retried(run_playbook, aws_proxy, aws, snapshot_id, wait):
+    rules = [aws_proxy.fail_new(NEW_IMAGE, IMAGE_ID, r"Action=%s$" % action, "InvalidAMIID.NotFound", count)
+             for action, count in (("DescribeImages", 2), ("CreateTags", 1), ("DescribeImageAttribute", 1),
+                                   ("ModifyImageAttribute", 1))]
+    run = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS, wait=wait,
+                   regions=["eu-west-1"], launch_permissions=[ACCOUNT])
+    assert run.rc == 0, run.stdout
+    images = run.task("Register the AMI")["images"]
+    assert [rule.hits for rule in rules] == [4, 2, 2, 2]  # every new AMI (source and copy) answered NotFound
+    assert aws_proxy.calls("DeregisterImage") == []
+    for region, image_id in images.items():
+        assert tags_of(aws, image_id, region)["attestable:PCR4"] == MEASUREMENTS["PCR4"]
+        perms = aws.client("ec2", region).describe_image_attribute(ImageId=image_id, Attribute="launchPermission")
+        assert perms["LaunchPermissions"] == [{"UserId": ACCOUNT}]
+
+
+@pytest.mark.parametrize("dropped", ["TpmSupport", "UefiData", "BootMode"])
+def test_copy_that_lost_an_attribute_is_removed(run_playbook, aws_proxy, aws, snapshot_id, dropped):
+    aws_proxy.copy_drops = {dropped}
+    copy_images, copy_snapshots = aws.image_ids("eu-west-1"), aws.snapshot_ids("eu-west-1")
+    run = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS,
+                   uefi_data=uefi_store(), regions=["eu-west-1"])
+    assert run.rc != 0
+    msg = run.task("Register the AMI")["msg"]
+    assert "lost %s" % dropped in msg and "deregistered and its snapshots deleted" in msg
+    assert aws.image_ids("eu-west-1") == copy_images and aws.snapshot_ids("eu-west-1") == copy_snapshots
+    assert aws_proxy.calls("ModifyImageAttribute") == []

@@ -1,6 +1,8 @@
 """snapshot_upload against a real moto server over HTTP (through the recording, fault-injecting proxy)."""
+import base64
 import hashlib
 import os
+import time
 
 import pytest
 
@@ -185,3 +187,138 @@ def test_upload_runs_on_python39_like_the_al2023_builder(run_playbook, aws_proxy
     assert result["changed"] is True and result["blocks_written"] == len(sparse_image["nonzero_blocks"])
     data = read_back(aws.client("ebs"), result["snapshot_id"], sparse_image["size"])[0]
     assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
+
+
+# ---- issue 8 section 2 and issue 13: what the module trusts, eventual consistency, cleanup
+
+BLOCK = 512 * 1024
+NEW_SNAPSHOT = r"^POST /snapshots$"
+SNAPSHOT_ID = r'"SnapshotId":\s*"(snap-[0-9a-f]+)"'
+
+
+def _forge_snapshot(aws, image, blocks):
+    """A snapshot made straight on moto holding `blocks` ({index: bytes}) and tagged as if it were an upload
+    of `image` - what anyone with ebs:StartSnapshot and ec2:CreateTags in the account could do."""
+    ebs = aws.client("ebs")
+    snap = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
+    for index, data in sorted(blocks.items()):
+        data = data.ljust(BLOCK, b"\0")
+        ebs.put_snapshot_block(SnapshotId=snap, BlockIndex=index, BlockData=data, DataLength=BLOCK,
+                               Checksum=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+                               ChecksumAlgorithm="SHA256")
+    ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=len(blocks))
+    aws.client("ec2").create_tags(Resources=[snap], Tags=[
+        {"Key": "attestable:image-sha256", "Value": image["sha256"]},
+        {"Key": "attestable:image-size", "Value": str(image["size"])}])
+    return snap
+
+
+def _image_blocks(image):
+    with open(image["path"], "rb") as handle:
+        data = handle.read()
+    return dict((i, data[i * BLOCK:(i + 1) * BLOCK]) for i in image["nonzero_blocks"])
+
+
+@pytest.mark.parametrize("forgery", ["one block altered", "one block missing"])
+def test_tags_alone_do_not_make_a_snapshot_reused(run_playbook, aws_proxy, aws, sparse_image, read_back, forgery):
+    blocks = _image_blocks(sparse_image)
+    if forgery == "one block altered":
+        blocks[3] = blocks[3][:100] + b"\xff" + blocks[3][101:]
+    else:
+        del blocks[10]
+    forged = _forge_snapshot(aws, sparse_image, blocks)
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert result["changed"] is True and result["snapshot_id"] != forged
+    assert [r["snapshot_id"] for r in result["reuse_rejected"]] == [forged]
+    reason = result["reuse_rejected"][0]["reason"]
+    assert ("block 3 differs" in reason) if forgery == "one block altered" else ("missing [10]" in reason)
+    assert any(forged in w and "not reused" in w for w in result.get("warnings", []))
+    assert result["blocks_written"] == len(sparse_image["nonzero_blocks"])
+    data = read_back(aws.client("ebs"), result["snapshot_id"], sparse_image["size"])[0]
+    assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
+    assert forged in aws.snapshot_ids()  # not ours to delete
+
+
+def test_a_verified_snapshot_is_reused_and_never_mode_uploads(run_playbook, aws_proxy, aws, sparse_image):
+    genuine = _forge_snapshot(aws, sparse_image, _image_blocks(sparse_image))  # right content, made elsewhere
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert result["changed"] is True  # only the Name tag was added
+    assert result["snapshot_id"] == genuine and result["blocks_written"] == 0
+    assert result["verified_blocks"] == len(sparse_image["nonzero_blocks"]) and result["reuse_rejected"] == []
+    assert aws_proxy.block_puts() == []
+    read = [r["path"] for r in aws_proxy.requests if r["method"] == "GET" and "/blocks/" in r["path"]]
+    assert sorted(int(p.split("?")[0].rsplit("/", 1)[1]) for p in read) == sparse_image["nonzero_blocks"]
+
+    never = run_playbook(UPLOAD.replace("workers: ", "reuse: never\n        workers: "),
+                         extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url})
+    assert never.rc == 0, never.stdout
+    assert never.task("Upload the image")["snapshot_id"] != genuine
+    assert never.task("Upload the image")["blocks_written"] == len(sparse_image["nonzero_blocks"])
+
+
+def test_number_and_boolean_tag_values(run_playbook, aws_proxy, aws, sparse_image):
+    playbook = UPLOAD.replace("Name: publish-test", "Name: publish-test\n          Build: 42\n          Signed: true")
+    first = run_playbook(playbook, extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url})
+    assert first.rc == 0, first.stdout
+    snapshot_id = first.task("Upload the image")["snapshot_id"]
+    snap = aws.client("ec2").describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+    tags = dict((t["Key"], t["Value"]) for t in snap["Tags"])
+    assert tags["Build"] == "42" and tags["Signed"] == "True"
+    again = run_playbook(playbook, extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url})
+    assert again.rc == 0, again.stdout
+    assert again.task("Upload the image")["changed"] is False
+    assert again.task("Upload the image")["snapshot_id"] == snapshot_id
+
+
+def test_failed_tagging_with_failed_cleanup_names_the_snapshot(run_playbook, aws_proxy, aws, sparse_image):
+    aws_proxy.inject(r"Action=CreateTags$", [(403, "UnauthorizedOperation")], forever=True)
+    aws_proxy.inject(r"Action=DeleteSnapshot$", [(403, "UnauthorizedOperation")], forever=True)
+    before = aws.snapshot_ids()
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert run.rc != 0
+    result = run.task("Upload the image")
+    left = aws.snapshot_ids() - before
+    assert len(left) == 1
+    snapshot_id = left.pop()
+    assert "Traceback" not in result.get("module_stderr", "") and "module_stderr" not in result
+    assert "deleting it failed too" in result["msg"] and "delete snapshot %s by hand" % snapshot_id in result["msg"]
+    assert result["snapshot_id"] == snapshot_id
+
+
+def test_new_snapshot_not_found_answers_are_retried(run_playbook, aws_proxy, aws, sparse_image, read_back):
+    # EBS direct APIs: 404 for the first PutSnapshotBlock/CompleteSnapshot calls on the new snapshot (coldsnap #43);
+    # EC2: InvalidSnapshot.NotFound for the first CreateTags and DescribeSnapshots (tagging and waiting).
+    ebs_rule = aws_proxy.fail_new(NEW_SNAPSHOT, SNAPSHOT_ID, r"^(PUT /snapshots/|POST /snapshots/completion/)",
+                                  "ResourceNotFoundException", count=5, status=404)
+    tag_rule = aws_proxy.fail_new(NEW_SNAPSHOT, SNAPSHOT_ID, r"Action=CreateTags$", "InvalidSnapshot.NotFound", 2)
+    wait_rule = aws_proxy.fail_new(NEW_SNAPSHOT, SNAPSHOT_ID, r"Action=DescribeSnapshots$",
+                                   "InvalidSnapshot.NotFound", 2)
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"], workers=2)
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert (ebs_rule.hits, tag_rule.hits, wait_rule.hits) == (5, 2, 2)
+    assert result["retries"] >= 5
+    assert aws_proxy.calls("DeleteSnapshot") == []
+    data = read_back(aws.client("ebs"), result["snapshot_id"], sparse_image["size"])[0]
+    assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
+    snap = aws.client("ec2").describe_snapshots(SnapshotIds=[result["snapshot_id"]])["Snapshots"][0]
+    assert dict((t["Key"], t["Value"]) for t in snap["Tags"])["attestable:image-sha256"] == sparse_image["sha256"]
+
+
+def test_new_snapshot_not_found_retries_stop_at_the_window(run_playbook, aws_proxy, aws, sparse_image):
+    before = aws.snapshot_ids()
+    rule = aws_proxy.fail_new(NEW_SNAPSHOT, SNAPSHOT_ID, r"^(PUT /snapshots/|POST /snapshots/completion/)",
+                              "ResourceNotFoundException", count=10 ** 6, status=404)
+    playbook = UPLOAD.replace("workers: ", "consistency_timeout: 3\n        workers: ")
+    started = time.time()
+    run = run_playbook(playbook, extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url, "workers": 1})
+    assert run.rc != 0
+    msg = run.task("Upload the image")["msg"]
+    assert "still did not exist 3 seconds after StartSnapshot" in msg and "was deleted" in msg
+    assert rule.hits >= 2
+    assert time.time() - started < 120  # bounded by the window, not by the default two minutes
+    assert aws.snapshot_ids() == before

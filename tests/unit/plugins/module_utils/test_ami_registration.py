@@ -1,5 +1,7 @@
 import base64
 import hashlib
+import struct
+import zlib
 
 import pytest
 
@@ -37,7 +39,7 @@ def test_bad_measurements_are_named(measurements, message):
 
 
 def test_register_request_has_every_nitrotpm_uefi_field():
-    uefi = base64.b64encode(b"vars").decode()
+    uefi = store()
     tags = reg.image_tags({"Name": "a"}, MEASUREMENTS, SNAP)
     request = reg.build_register_request("attestable-1.0.0", SNAP, "arm64", tags, volume_size=4, uefi_data=uefi,
                                          description="d")
@@ -64,6 +66,7 @@ def test_register_request_has_every_nitrotpm_uefi_field():
     (lambda: reg.build_register_request("a", SNAP, "x86_64", {}), "name: 'a' is not a valid AMI name"),
     (lambda: reg.build_register_request("abc", "vol-1", "x86_64", {}), "snapshot_id: expected a snapshot id"),
     (lambda: reg.validate_uefi_data("not base64 !"), "uefi_data: expected the base64"),
+    (lambda: reg.validate_uefi_data(""), "uefi_data: the UEFI variable store is empty"),
     (lambda: reg.image_tags({"attestable:PCR4": "x"}, None, SNAP), "reserved prefix"),
     (lambda: reg.validate_regions(["mars-1"], "us-east-1"), "regions: 'mars-1' is not an AWS region"),
 ])
@@ -111,8 +114,62 @@ def test_launch_permissions_parse_and_diff():
             reg.parse_launch_permissions([bad])
 
 
-def test_snapshots_of_reads_mappings_and_tag():
+def test_snapshots_of_reads_only_the_mappings_never_the_tag():
     image = {"BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-aaaaaaaa"}},
                                      {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"}],
              "Tags": [{"Key": "attestable:SnapshotId", "Value": SNAP}]}
-    assert reg.snapshots_of(image) == ["snap-aaaaaaaa", SNAP]
+    assert reg.snapshots_of(image) == ["snap-aaaaaaaa"]
+    assert reg.snapshots_of({"Tags": [{"Key": "attestable:SnapshotId", "Value": SNAP}]}) == []
+
+
+def test_crc32c_check_values():
+    assert reg.crc32c(b"123456789") == 0xE3069283  # RFC 3720 / the CRC catalogue's check value
+    assert reg.crc32c(b"") == 0
+    assert reg.crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
+
+
+def store(payload=b"variables", version=0, crc=None, magic=b"AMZNUEFI", compress=True):
+    body = struct.pack("<I", version) + (zlib.compress(payload) if compress else payload)
+    crc = reg.crc32c(body) if crc is None else crc
+    return base64.b64encode(magic + struct.pack("<I", crc) + body).decode()
+
+
+@pytest.mark.parametrize("blob, message", [
+    (store(magic=b"AMZNUEFX"), "does not start with the magic 'AMZNUEFI'"),
+    (store(crc=1), "header says 0x00000001"),
+    (store(version=1), "version 1"),
+    (store(compress=False, payload=b"\x00\x00 not zlib"), "payload is not a zlib stream"),
+    (base64.b64encode(b"AMZNUEFI").decode(), "does not start with the magic"),
+    ("A" * 64004, "64004 characters; RegisterImage accepts at most 64000"),
+])
+def test_uefi_data_is_checked(blob, message):
+    with pytest.raises(reg.RegistrationError, match=message):
+        reg.validate_uefi_data(blob)
+
+
+def test_uefi_data_within_the_limit_passes():
+    good = store(payload=bytes(range(256)) * 40)
+    assert reg.validate_uefi_data(good) == good
+    # 64,000 characters is the limit, not 65,536: a blob just above it is refused before decoding.
+    big = store(payload=hashlib.sha512(b"x").digest() * 1, compress=True)
+    assert len(big) < reg.UEFI_DATA_MAX_CHARS
+    with pytest.raises(reg.RegistrationError, match="at most 64000"):
+        reg.validate_uefi_data("A" * (reg.UEFI_DATA_MAX_CHARS + 4))
+
+
+def test_copy_losses_name_what_a_copy_dropped():
+    source = {"ImageId": "ami-1", "BootMode": "uefi", "TpmSupport": "v2.0", "ImdsSupport": "v2.0"}
+    assert reg.copy_losses(source, dict(source, ImageId="ami-2")) == []
+    assert reg.copy_losses(source, {"BootMode": "uefi", "ImdsSupport": "v2.0"}) == ["TpmSupport (v2.0 -> none)"]
+    assert reg.copy_losses(source, dict(source, BootMode="legacy-bios")) == ["BootMode (uefi -> legacy-bios)"]
+    assert reg.copy_losses({"BootMode": "uefi"}, {"BootMode": "uefi"}) == []  # what the source lacks is not lost
+    assert reg.copy_losses(source, source, "QUJD", None) == ["UefiData (4 characters -> none)"]
+    assert reg.copy_losses(source, source, "QUJD", "QUJE") == ["UefiData (4 characters -> 4 different characters)"]
+    assert reg.copy_losses(source, source, "QUJD", "QUJD") == []
+
+
+def test_suggested_name_stays_valid():
+    assert reg.suggested_name("attestable-1.0.0", SNAP) == "attestable-1.0.0-0123456789abcdef0"
+    long_name = "n" * 128
+    assert len(reg.suggested_name(long_name, SNAP)) == 128
+    reg.validate_name(reg.suggested_name(long_name, SNAP))

@@ -243,3 +243,129 @@ def test_any_sparse_image_round_trips(tmp_path_factory, blocks, tail, writes, wo
                   if any(original[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]))
     assert set(ebs.blocks) == nonzero
     assert figures["blocks_written"] + figures["blocks_skipped"] == ebs_upload.block_count(size)
+
+
+def not_found():
+    return ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "snapshot does not exist"},
+                        "ResponseMetadata": {"HTTPStatusCode": 404}}, "PutSnapshotBlock")
+
+
+class FakeClock(object):
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_not_found_is_retried_only_inside_the_window():
+    clock = FakeClock()
+    policy = ebs_upload.RetryPolicy(attempts=2, base_delay=1, max_delay=1, sleep=clock.sleep)
+    answers = [not_found()] * 5 + ["ok"]
+
+    def put(**_kwargs):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    counter = ebs_upload._Counter()
+    window = ebs_upload.ConsistencyWindow(120, clock=clock)
+    assert ebs_upload.call_with_retry(put, policy, counter, "PutSnapshotBlock of block 0", window=window) == "ok"
+    assert counter.requests == 6 and counter.retries == 5  # beyond policy.attempts: the window bounds it
+
+    always = ebs_upload.ConsistencyWindow(10, clock=clock)
+    calls = []
+
+    def missing(**_kwargs):
+        calls.append(clock.now)
+        raise not_found()
+
+    with pytest.raises(ebs_upload.UploadError, match="still did not exist 10 seconds after StartSnapshot"):
+        ebs_upload.call_with_retry(missing, policy, ebs_upload._Counter(), "CompleteSnapshot", window=always)
+    assert calls[-1] - calls[0] <= 10 and len(calls) > 2
+    with pytest.raises(ebs_upload.UploadError, match="CompleteSnapshot failed: ResourceNotFoundException"):
+        ebs_upload.call_with_retry(missing, policy, ebs_upload._Counter(), "CompleteSnapshot")  # no window
+
+
+def test_upload_retries_a_new_snapshot_that_is_not_there_yet(tmp_path):
+    path = write_image(tmp_path, 2 * BLOCK_SIZE, [(0, b"a"), (BLOCK_SIZE, b"b")])
+    ebs = FakeEbs({0: [not_found()] * 3, 1: [not_found()]})
+    figures = ebs_upload.upload_image(ebs, path, workers=2, retry=NO_SLEEP)
+    assert sorted(ebs.blocks) == [0, 1] and figures["retries"] == 4
+
+
+def test_interrupt_is_not_turned_into_an_upload_error(tmp_path):
+    path = write_image(tmp_path, 2 * BLOCK_SIZE, [(0, b"a"), (BLOCK_SIZE, b"b")])
+    deleted = []
+    ebs = FakeEbs()
+
+    def interrupted(**_kwargs):
+        raise KeyboardInterrupt()
+
+    ebs.complete_snapshot = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        ebs_upload.upload_image(ebs, path, workers=1, retry=NO_SLEEP, delete_snapshot=deleted.append)
+    assert deleted == ["snap-0123456789abcdef0"]  # still cleaned up
+
+
+def test_tag_values_are_text(tmp_path):
+    path = write_image(tmp_path, BLOCK_SIZE, [(0, b"a")])
+    ebs = FakeEbs()
+    ebs_upload.upload_image(ebs, path, retry=NO_SLEEP, tags={"Build": 42, "Signed": True, "Name": "n"})
+    assert ebs.started["Tags"] == [{"Key": "Build", "Value": "42"}, {"Key": "Name", "Value": "n"},
+                                   {"Key": "Signed", "Value": "True"}]
+
+
+class ReadableEbs(FakeEbs):
+    """FakeEbs plus the read-back APIs, paged two blocks at a time."""
+
+    def list_snapshot_blocks(self, SnapshotId, NextToken=None):
+        indices = sorted(self.blocks)
+        start = int(NextToken or 0)
+        page = {"Blocks": [{"BlockIndex": i, "BlockToken": "t%d" % i} for i in indices[start:start + 2]],
+                "BlockSize": 512}  # what moto reports (AWS: 524288); not relied on
+        if start + 2 < len(indices):
+            page["NextToken"] = str(start + 2)
+        return page
+
+    def get_snapshot_block(self, SnapshotId, BlockIndex, BlockToken):
+        assert BlockToken == "t%d" % BlockIndex
+        self.reads = getattr(self, "reads", []) + [BlockIndex]
+        return {"BlockData": io.BytesIO(self.blocks[BlockIndex])}
+
+
+def test_verify_snapshot_compares_block_set_and_contents(tmp_path):
+    size = 6 * BLOCK_SIZE + 5
+    path = write_image(tmp_path, size, [(i * BLOCK_SIZE + 2, b"%d" % i) for i in (0, 2, 3, 5, 6)])
+    ebs = ReadableEbs()
+    ebs_upload.upload_image(ebs, path, retry=NO_SLEEP)
+    scan = ebs_upload.scan_image(path)
+    assert sorted(scan["blocks"]) == [0, 2, 3, 5, 6]
+    assert scan["sha256"] == hashlib.sha256(open(path, "rb").read()).hexdigest()
+    assert ebs_upload.verify_snapshot(ebs, "snap-x", scan) == ("", 5)
+    assert sorted(ebs.reads) == [0, 2, 3, 5, 6]
+
+    ebs.reads = []
+    reason, compared = ebs_upload.verify_snapshot(ebs, "snap-x", scan, sample=3)
+    assert reason == "" and compared == 3 and 0 in ebs.reads and 6 in ebs.reads
+
+    altered = ReadableEbs()
+    altered.blocks = dict(ebs.blocks)
+    altered.blocks[3] = b"\x01" + altered.blocks[3][1:]
+    assert ebs_upload.verify_snapshot(altered, "snap-x", scan)[0] == "block 3 differs from the image's block 3"
+    extra = ReadableEbs()
+    extra.blocks = dict(ebs.blocks, **{})
+    extra.blocks[4] = bytes(BLOCK_SIZE)  # a written zero block: not what an upload of this image leaves
+    assert "extra [4]" in ebs_upload.verify_snapshot(extra, "snap-x", scan)[0]
+
+
+def test_choose_sample_keeps_ends_and_size():
+    indices = list(range(0, 1000, 3))
+    chosen = ebs_upload.choose_sample(indices, 10)
+    assert len(chosen) == 10 and chosen[0] == 0 and chosen[-1] == 999 and set(chosen) <= set(indices)
+    assert ebs_upload.choose_sample(indices, None) == indices
+    assert ebs_upload.choose_sample([4], 10) == [4]
