@@ -16,6 +16,8 @@ description:
     snapshot, AMIs and the KMS keys that trust it) and replaces the sections a pipeline stage owns.
   - Sections not named in O(sections) are kept exactly as they are.
   - Without O(sections) the module only reads; a missing file then reads as an empty manifest.
+  - The manifest can also be given as data (O(manifest)), as an AWX workflow passes it from one job to the next
+    with C(set_stats); it is validated like a file. Without O(path) nothing is written.
 author:
   - Attestable AMI maintainers (@attestable)
 extends_documentation_fragment:
@@ -24,8 +26,14 @@ options:
   path:
     description:
       - Path of the manifest JSON file. Its directory must exist.
+      - With O(manifest), where the result is written (the file's current content is replaced); without it,
+        nothing is written.
+      - One of O(path) and O(manifest) is required.
     type: path
-    required: true
+  manifest:
+    description:
+      - The manifest as data, instead of reading O(path); validated against the same schema.
+    type: dict
   sections:
     description:
       - Top-level sections to replace, keyed by name (V(image), V(measurements), V(snapshot), V(amis), V(kms)).
@@ -55,6 +63,13 @@ EXAMPLES = r"""
   attestable.ami.attestation_manifest:
     path: artifacts/manifest.json
   register: manifest
+
+- name: Validate the manifest an earlier AWX job passed on with set_stats, and add this job's section
+  attestable.ami.attestation_manifest:
+    manifest: "{{ attestable_manifest }}"
+    sections:
+      kms: "{{ bindings }}"
+  register: manifest
 """
 
 RETURN = r"""
@@ -65,7 +80,7 @@ manifest:
   sample: {"schema_version": 1, "amis": {"eu-west-1": "ami-0123456789abcdef0"}}
 path:
   description: The manifest file.
-  returned: always
+  returned: when O(path) is given
   type: str
 """
 
@@ -79,24 +94,38 @@ from ansible_collections.attestable.ami.plugins.module_utils import manifest as 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", required=True),
+            path=dict(type="path"),
+            manifest=dict(type="dict"),
             sections=dict(type="dict", default={}),
         ),
+        required_one_of=[("path", "manifest")],
         supports_check_mode=True,
     )
     path = module.params["path"]
+    given = module.params["manifest"]
+    where = path or "manifest"
     try:
-        before = manifest_lib.load(path)
+        if given is not None:
+            before = manifest_lib.validate(given, where="manifest")
+            on_disk = manifest_lib.load(path) if path else before
+        else:
+            before = on_disk = manifest_lib.load(path)
         after = manifest_lib.update(before, module.params["sections"])
-        manifest_lib.validate(after, where=path)
+        manifest_lib.validate(after, where=where)
     except manifest_lib.ManifestError as exc:
         module.fail_json(msg="attestation manifest: %s" % exc, path=path)
+    except (IOError, OSError) as exc:
+        module.fail_json(msg="attestation manifest: cannot read %s: %s" % (path, exc), path=path)
 
-    changed = bool(module.params["sections"]) and (after != before or not os.path.exists(path))
-    result = dict(changed=changed, manifest=after, path=path)
+    # Only a file changes: data given without a path is validated and returned, never written.
+    changed = bool(path) and (after != on_disk or not os.path.exists(path)) and (
+        bool(module.params["sections"]) or given is not None)
+    result = dict(changed=changed, manifest=after)
+    if path:
+        result["path"] = path
     if module._diff:
-        result["diff"] = dict(before=manifest_lib.dumps(before), after=manifest_lib.dumps(after),
-                              before_header=path, after_header=path)
+        result["diff"] = dict(before=manifest_lib.dumps(on_disk), after=manifest_lib.dumps(after),
+                              before_header=where, after_header=where)
     if changed and not module.check_mode:
         try:
             manifest_lib.write(path, after)
