@@ -295,6 +295,10 @@ def check_outcome(outcome, params, result):
     if wanted is None:
         if outcome.boot_failed is not None:
             raise MeasuredBootError(describe_failure(outcome, params), result)
+        if not outcome.exit_boot_services:
+            raise MeasuredBootError("the console matched %r, but no ExitBootServices was measured, so the "
+                                    "measurements are not final (the pattern matched before the OS loader ran?)"
+                                    % (params.get("console_expect") or boot_console.DEFAULT_EXPECT), result)
         return
     if outcome.boot_failed == wanted:
         return

@@ -101,12 +101,17 @@ EXAMPLES = r"""
     uki: build/image.efi
   register: verity
 
-- name: Verify partition 3 against a known root hash and hash offset
+- name: Verify partition 3 against the root hash and hash offset that kiwi_build reported
   attestable.ami.verity_verify:
     disk: build/image.raw
     partition: 3
-    root_hash: "{{ build.verity.root_hash }}"
-    hash_offset: "{{ build.verity.hash_offset }}"
+    root_hash: "{{ build.root_hash }}"
+    hash_offset: "{{ build.veritytab.hash_offset }}"
+
+- name: Verify against the veritytab file the edit-boot hook copied beside the disk
+  attestable.ami.verity_verify:
+    disk: build/image.raw
+    veritytab: "{{ build.veritytab.path }}"
 
 - name: Check a tampered copy, expecting it not to verify
   attestable.ami.verity_verify:

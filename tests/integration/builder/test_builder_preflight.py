@@ -274,4 +274,5 @@ def test_an_ssm_builder_gets_a_public_address_for_its_route_out(
     assert launched.rc == 0, launched.stdout[-4000:]
     [call] = aws_proxy.calls("RunInstances")
     assert call["NetworkInterface.1.AssociatePublicIpAddress"] == "true"
-    assert call["IamInstanceProfile.Name"] == "builder-ssm"
+    profile = call.get("IamInstanceProfile.Name") or call.get("IamInstanceProfile.Arn", "")
+    assert profile.rsplit("/", 1)[-1] == "builder-ssm"

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import boto3
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,10 +39,25 @@ def check(policy_name, actions):
         "with the reason (called: %s)" % (policy_name, unused, sorted(actions)))
 
 
-def test_builder_lifecycle_policy(proxy, run_playbook):
+def instance_profile_from_docs(moto_server, name):
+    """An instance profile whose role has exactly docs/iam/builder-instance-profile.json: the builder role's
+    pre-launch check must accept the documented policy."""
+    iam = boto3.client("iam", region_name="us-east-1", endpoint_url=moto_server)
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="upload",
+                        PolicyDocument=json.dumps(load_policy("builder-instance-profile")))
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return name
+
+
+def test_builder_lifecycle_policy(proxy, moto_server, run_playbook):
     settings = {"builder_aws_region": "us-east-1", "builder_aws_endpoint_url": proxy.url,
                 "builder_ssh_cidr": "198.51.100.7", "builder_wait_for_connection": False,
-                "builder_install_packages": False, "builder_keep": False}
+                "builder_install_packages": False, "builder_keep": False, "builder_upload_on_builder": True,
+                "builder_iam_instance_profile": instance_profile_from_docs(moto_server, "attestable-builder-iam")}
     run = run_playbook(os.path.join(BUILDER, "launch.yml"), extra_vars=settings)
     assert run.rc == 0, run.stdout + run.stderr
     run_id = run.task("Show the builder resources")["builder_resources"]["run_id"]

@@ -1,11 +1,13 @@
 """The image_description role: every supported switch combination renders a description KIWI accepts (the role
 validates it with kiwi_validate, and the test loads it again with KIWI independently), and broken inputs are
 refused with a message naming the input before anything is written. No builds here: KIWI's loader only."""
+import gzip
 import json
 import os
 import shutil
 import stat
 import subprocess
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -14,6 +16,7 @@ from ansible_collections.attestable.ami.plugins.module_utils import kiwi_descrip
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLAYBOOKS = os.path.join(HERE, "playbooks")
+ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(HERE))), "roles", "image_description")
 
 pytest.importorskip("kiwi")
 
@@ -46,6 +49,16 @@ COMBINATIONS = {
 }
 
 
+# The Debian flavour: name -> (role variables, expected findings); rendered for both architectures.
+DEBIAN_COMBINATIONS = {
+    "debian-defaults": ({"distribution": "debian"}, []),
+    "debian-uki-off": ({"distribution": "debian", "allow_unattestable": True, "uki": False}, ["UKI"]),
+    "debian-verity-off": ({"distribution": "debian", "allow_unattestable": True, "verity": False},
+                          ["dm-verity", "panic on verity"]),
+}
+SCHEMAS = os.path.join(HERE, "schema")
+
+
 def host_vars(combo):
     return {"image_description_" + key: value for key, value in combo.items()}
 
@@ -71,7 +84,7 @@ def rendered(tmp_path_factory):
     template.write_text("arch={{ image_description_architecture }}\n")
     combos = []
     for arch in ("x86_64", "arm64"):
-        for name, (variables, _expected) in COMBINATIONS.items():
+        for name, (variables, _expected) in list(COMBINATIONS.items()) + list(DEBIAN_COMBINATIONS.items()):
             combo = dict(variables, architecture=arch, dest=str(tmp_path / arch / name))
             if name == "customized":
                 combo["overlay_files"] = [{"src": str(overlay_file), "dest": "/etc/motd"}]
@@ -155,6 +168,14 @@ def test_customized_inputs_reach_the_description(rendered):
     assert "<size unit=\"M\">4096</size>" in (dest / "appliance.kiwi").read_text()
 
 
+def test_readonly_root_disk_is_sized_for_its_partitions(rendered):
+    """KIWI estimates a disk from the unpacked root and ignores overlayroot_readonly_partsize: the role sizes it."""
+    defaults = (rendered["tmp"] / "x86_64" / "defaults" / "appliance.kiwi").read_text()
+    assert '<size unit="M">2250</size>' in defaults  # 200 MiB ESP + 2048 MiB read-only partition + 2 MiB GPT
+    writable = (rendered["tmp"] / "x86_64" / "readonly-root-off" / "appliance.kiwi").read_text()
+    assert "<size" not in writable
+
+
 def test_no_compression_leaves_the_attribute_out(rendered):
     summary = kd.load_description(str(rendered["tmp"] / "x86_64" / "no-compression"))
     assert "erofscompression" not in summary["build_type"]
@@ -163,7 +184,8 @@ def test_no_compression_leaves_the_attribute_out(rendered):
 def test_unattestable_renderings_warn(rendered):
     validations = task_results(rendered["results"], "Validate the description with KIWI")
     warned = [v for v in validations if v.get("warnings")]
-    assert len(warned) == 2 * sum(1 for _v, expected in COMBINATIONS.values() if expected)
+    assert len(warned) == 2 * sum(1 for _v, expected in list(COMBINATIONS.values()) + list(DEBIAN_COMBINATIONS.values())
+                                  if expected)
     assert any("not attestable" in w for v in warned for w in v["warnings"])
     printed = [r for r in task_results(rendered["results"], "Warn that the described image is not attestable")
                if not r.get("skipped")]
@@ -284,3 +306,133 @@ def test_kiwi_validate_require_attestable_fails_on_an_unattestable_description(r
     assert proc.returncode != 0
     failed = results["Validate"][-1]
     assert "is not attestable" in failed["msg"] and any("UKI" in line for line in failed["errors"])
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+@pytest.mark.parametrize("name", sorted(DEBIAN_COMBINATIONS))
+def test_debian_flavour_is_accepted_by_kiwi(rendered, arch, name):
+    dest = str(rendered["tmp"] / arch / name)
+    record = rendered["records"][dest]
+    _variables, expected = DEBIAN_COMBINATIONS[name]
+    assert record["description_digest"] == kd.description_digest(dest) and record["distribution"] == "debian"
+    summary = kd.load_description(dest)
+    findings = kd.attestation_findings(summary)
+    assert len(findings) == len(expected), findings
+    for part in expected:
+        assert any(part in finding for finding in findings), (part, findings)
+    dpkg_arch = {"x86_64": "amd64", "arm64": "arm64"}[arch]
+    assert "linux-image-cloud-" + dpkg_arch in summary["packages"]
+    if summary["bootloader"] != "systemd_boot":
+        assert "grub-efi-" + dpkg_arch in summary["packages"]
+
+
+def _attestation_settings(dest):
+    """What decides the image's attestation, read from the rendered XML (everything of <type> but the filesystem
+    beside the erofs root), plus the boot hook and the overlay units."""
+    root = ET.parse(os.path.join(dest, "appliance.kiwi")).getroot()
+    build_type = root.find("preferences/type")
+    attributes = dict(build_type.attrib)
+    attributes.pop("filesystem")
+    return {"type": attributes, "bootloader": build_type.find("bootloader").attrib,
+            "setup": [(i.get("action"), [d.attrib for d in i]) for i in build_type.findall("initrd")
+                      if i.get("action") == "setup"],
+            "oemconfig": ET.tostring(build_type.find("oemconfig"))}
+
+
+def test_debian_flavour_keeps_every_attestation_setting_of_al2023(rendered):
+    for arch in ("x86_64", "arm64"):
+        al2023 = str(rendered["tmp"] / arch / "defaults")
+        debian = str(rendered["tmp"] / arch / "debian-defaults")
+        assert _attestation_settings(debian) == _attestation_settings(al2023)
+        with open(os.path.join(al2023, "edit_boot_install.sh")) as one, open(os.path.join(debian, "edit_boot_install.sh")) as two:
+            assert one.read() == two.read()  # one hook template, rendered the same for both
+        summary = kd.load_description(debian)
+        build = summary["build_type"]
+        assert build["firmware"] == "uefi" and build["filesystem"] == "ext4"
+        assert build["overlayroot_readonly_filesystem"] == "erofs" and build["verity_blocks"] == "all"
+        assert "rd.kiwi.verity_options=panic-on-corruption" in build["kernelcmdline"].split()
+        assert "console=ttyS0" in build["kernelcmdline"].split()
+
+
+def test_debian_flavour_repository_is_signed_and_initrd_carries_kiwis_modules(rendered):
+    dest = rendered["tmp"] / "arm64" / "debian-defaults"
+    root = ET.parse(str(dest / "appliance.kiwi")).getroot()
+    assert root.find("preferences/packagemanager").text == "apt"
+    assert root.find("preferences/rpm-check-signatures").text == "true"
+    repos = root.findall("repository")
+    assert len(repos) == 1
+    repo = repos[0]
+    assert repo.get("type") == "apt-deb" and repo.get("distribution") == "bookworm" and repo.get("architectures") == "arm64"
+    assert repo.get("repository_gpgcheck") == "true"
+    assert repo.find("source").get("path") == "https://deb.debian.org/debian"
+    assert repo.find("source/signing").get("key") == "file:///usr/share/keyrings/debian-archive-keyring.gpg"
+    assert root.findall("packages[@type='image']/namedCollection") == []
+    added = [d.get("module") for i in root.findall("preferences/type/initrd[@action='add']") for d in i]
+    assert added == ["kiwi-verity", "bash"]
+    # KIWI's own modules, byte for byte as the role ships them (and their licence with them).
+    shipped = os.path.join(ROLE, "files", "debian", "dracut")
+    modules = (("90kiwi-overlay", ["kiwi-generator.sh", "kiwi-overlay-root.sh", "module-setup.sh", "parse-kiwi-overlay.sh"]),
+               ("50kiwi-verity", ["kiwi-veritytab-setup.sh", "module-setup.sh"]))
+    for module, names in modules:
+        rel = os.path.join("usr", "lib", "dracut", "modules.d", module)
+        assert sorted(os.listdir(str(dest / "root" / rel))) == names
+        for name in names:
+            with open(str(dest / "root" / rel / name), "rb") as one, open(os.path.join(shipped, rel, name), "rb") as two:
+                assert one.read() == two.read()
+            assert os.stat(str(dest / "root" / rel / name)).st_mode & stat.S_IXUSR
+    assert os.path.exists(os.path.join(shipped, "LICENSE"))
+    with open(str(dest / "config.sh")) as handle:
+        config = handle.read()
+    assert "openssh-server" in config and "cloud-init" in config and "exit 1" in config
+    # The AL2023 rendering has none of it.
+    al2023 = rendered["tmp"] / "arm64" / "defaults"
+    assert not (al2023 / "root" / "usr" / "lib" / "dracut").exists()
+    assert "dpkg-query" not in (al2023 / "config.sh").read_text()
+
+
+def test_every_rendering_reports_userspace_on_the_console(rendered):
+    for combo in rendered["combos"]:
+        unit = os.path.join(combo["dest"], "root", "etc", "systemd", "system", "attestable-userspace-marker.service")
+        with open(unit) as handle:
+            text = handle.read()
+        assert "ExecStart=/bin/echo ATTESTABLE-USERSPACE-REACHED" in text and "console" in text
+        assert "WantedBy=multi-user.target" in text and "After=multi-user.target" in text
+        with open(os.path.join(combo["dest"], "config.sh")) as handle:
+            assert "systemctl enable attestable-userspace-marker.service" in handle.read()
+
+
+def _jing(schema_gz, description, tmp_path):
+    schema = tmp_path / os.path.basename(schema_gz)[:-3]
+    with gzip.open(schema_gz, "rb") as source:
+        schema.write_bytes(source.read())
+    return subprocess.run(["jing", str(schema), os.path.join(description, "appliance.kiwi")],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.skipif(shutil.which("jing") is None, reason="jing validates against an older KIWI's RelaxNG schema")
+def test_schema_version_is_the_lowest_that_expresses_the_description(rendered, tmp_path):
+    """schemaversion 8.3 (KIWI upgrades older versions, refuses newer ones); KIWI 10.2.23, the oldest the role
+    claims, validates every rendering, and 10.2.22 (also 8.3) does not know <initrd> in <type> yet."""
+    for combo in rendered["combos"]:
+        root = ET.parse(os.path.join(combo["dest"], "appliance.kiwi")).getroot()
+        assert root.get("schemaversion") == "8.3", combo["dest"]
+        oldest = _jing(os.path.join(SCHEMAS, "kiwi-10.2.23.rng.gz"), combo["dest"], tmp_path)
+        assert oldest.returncode == 0, (combo["dest"], oldest.stdout)
+    too_old = _jing(os.path.join(SCHEMAS, "kiwi-10.2.22.rng.gz"), str(rendered["tmp"] / "x86_64" / "defaults"), tmp_path)
+    assert too_old.returncode != 0 and 'element "initrd" not allowed here' in too_old.stdout
+
+
+def test_debian_only_settings_are_checked(tmp_path):
+    for variables, expected in (({"image_description_distribution": "fedora"}, ["image_description_distribution", "fedora"]),
+                                ({"image_description_distribution": "debian", "image_description_collections": ["core", "web"]},
+                                 ["image_description_collections", "apt"]),
+                                ({"image_description_distribution": "debian", "image_description_debian_mirror": "deb.debian.org"},
+                                 ["image_description_debian_mirror", "deb.debian.org"])):
+        dest = tmp_path / "description"
+        proc, _results, data = run_playbook_text(ROLE_PLAYBOOK, tmp_path, extra_vars=dict(variables, image_description_dest=str(dest)))
+        assert proc.returncode != 0
+        message = json.dumps([r.get("msg") for play in data.get("plays", []) for task in play["tasks"]
+                              for r in task["hosts"].values() if r.get("failed")])
+        for part in expected:
+            assert part in message, (part, message)
+        assert not dest.exists()

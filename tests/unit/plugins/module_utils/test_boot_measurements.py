@@ -153,3 +153,8 @@ def test_an_expected_boot_failure_passes_only_when_it_is_exactly_that_failure():
     with pytest.raises(MeasuredBootError, match="expected to fail with timeout, but it reached ExitBootServices"):
         check_outcome(_outcome(None, until="firmware"), {"expect_boot_failure": "timeout"}, {})
     check_outcome(_outcome(None, reached=True), {}, {})
+
+
+def test_a_console_match_before_exit_boot_services_does_not_count():
+    with pytest.raises(MeasuredBootError, match="console matched 'BdsDxe', but no ExitBootServices was measured"):
+        check_outcome(_outcome(None, ebs=False, reached=True), {"console_expect": "BdsDxe"}, {})
