@@ -236,11 +236,13 @@ def run_build(command, log_file, timeout=None, stderr_file=None, environment=Non
     KIWI's own --logfile receives the full debug log line by line (what a playbook can tail while an async
     task runs); the console output is not needed and goes to stderr_file (Python tracebacks land there).
     environment: variables added to this process's environment for KIWI.
+    The caller's TMPDIR is not passed on (unless given in environment): KIWI's bootstrap runs mktemp inside the
+    image root, where a TMPDIR of the controller's or the user's (/tmp/<something>) does not exist.
     """
     stderr_file = stderr_file or log_file + ".stderr"
     open(log_file, "w").close()  # KIWI appends: start each build with an empty log
     with open(os.devnull, "wb") as devnull, open(stderr_file, "wb") as stderr:
-        env = dict(os.environ)
+        env = dict((k, v) for k, v in os.environ.items() if k != "TMPDIR")
         env.update(environment or {})
         process = subprocess.Popen(command, stdin=devnull, stdout=devnull, stderr=stderr, start_new_session=True,
                                    env=env)

@@ -15,7 +15,10 @@ description:
   - Registers an AMI from an EBS snapshot with UEFI boot, NitroTPM 2.0, ENA and IMDSv2 only, as an attestable
     image needs, and records the reference measurements (the M(attestable.ami.pcr_compute) result) as tags
     C(attestable:HashAlgorithm) and C(attestable:PCR<n>) so that later runs can read them from the AMI.
-    The source snapshot is recorded as C(attestable:SnapshotId).
+    The source snapshot is recorded as C(attestable:SnapshotId). Each AMI also gets
+    C(attestable:MeasurementsSHA384), the SHA-384 of the canonical measurements and that AMI's id (see
+    M(attestable.ami.kms_attestation_policy)'s RV(attestable.ami.kms_attestation_policy#module:measurements_digest)),
+    returned per region in RV(measurements_digests) so that a reference can be kept outside the mutable tags.
   - Idempotent by name. An AMI with the same name, snapshot and measurements is kept; one with different content
     is an error that suggests a new name (the old one plus the snapshot id), or removing the old AMI with
     O(state=absent) first. The C(attestable.ami.image_publish) role's default name carries the build's digest,
@@ -206,9 +209,16 @@ images:
   type: dict
   sample: {"eu-west-1": "ami-0123456789abcdef0", "eu-central-1": "ami-0fedcba9876543210"}
 tags:
-  description: The tags the AMIs carry (user tags and C(attestable:) tags).
+  description: The tags the AMIs carry (user tags and C(attestable:) tags), besides the per-AMI
+    C(attestable:MeasurementsSHA384).
   returned: when O(state=present)
   type: dict
+measurements_digests:
+  description: Region to the C(attestable:MeasurementsSHA384) value of that region's AMI (the SHA-384 of the
+    canonical measurements and the AMI id), for keeping as a reference.
+  returned: when O(state=present) and O(measurements) is set, except in check mode for AMIs not made yet
+  type: dict
+  sample: {"eu-west-1": "3c1b...e9"}
 launch_permissions:
   description: Who may launch the AMIs after this run (account ids and ARNs).
   returned: when O(state=present) and O(launch_permissions) is set
@@ -235,6 +245,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.waiters import get_wait
 
 from ansible_collections.attestable.ami.plugins.module_utils import ami_registration as reg
 from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
+from ansible_collections.attestable.ami.plugins.module_utils import measurement_tags
 
 # EC2 is eventually consistent: an AMI just registered or copied answers InvalidAMIID.NotFound for a few seconds,
 # a snapshot just completed InvalidSnapshot.NotFound. Calls on resources this run made (and on the given snapshot)
@@ -354,7 +365,14 @@ class Publisher(object):
                       % (what, region, "available" if waiter == "image_available" else "completed",
                          self.params["wait_timeout"], e))
 
+    def tags_for(self, image_id, desired):
+        """The tags one AMI gets: the shared ones plus the digest of the measurements bound to its id."""
+        if not image_id or self.params["measurements"] is None:
+            return desired
+        return dict(desired, **measurement_tags.digest_tags(image_id, self.params["measurements"]))
+
     def ensure_tags(self, region, image_id, current, desired):
+        desired = self.tags_for(image_id, desired)
         missing = dict((k, v) for k, v in desired.items() if current.get(k) != v)
         if not missing:
             return
@@ -481,6 +499,10 @@ class Publisher(object):
             shared = self.ensure_permissions(region, images.get(region), permissions)
 
         result = dict(changed=self.changed, images=images, tags=desired_tags)
+        if params["measurements"] is not None:
+            result["measurements_digests"] = dict(
+                (region, measurement_tags.measurements_digest(ami, params["measurements"]))
+                for region, ami in images.items())
         if image_id:
             result["image_id"] = image_id
         if shared is not None:

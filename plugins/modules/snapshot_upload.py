@@ -321,7 +321,7 @@ def upload(module, ec2, size, image_sha256, volume_size):
     return figures
 
 
-def find_verified(module, candidates, size, image_sha256, result):
+def find_verified(module, ec2, candidates, size, image_sha256, result):
     """The newest tagged candidate whose content verifies against the image, or None; also the image digest.
 
     Tags are a hint: every tagged candidate is read back (ebs_upload.verify_snapshot) before it is trusted."""
@@ -339,13 +339,16 @@ def find_verified(module, candidates, size, image_sha256, result):
     ebs = module.client("ebs", retry_decorator=AWSRetry.jittered_backoff())
     sample = None if params["reuse"] == "full" else params["reuse_sample_blocks"]
     for snap in tagged:
+        if snap.get("State") == "pending" and params["wait"] and not module.check_mode:
+            wait_completed(module, ec2, snap["SnapshotId"])  # the EBS read APIs read completed snapshots
+            snap["State"] = "completed"
         reason, compared = ebs_upload.verify_snapshot(ebs, snap["SnapshotId"], scan, sample=sample)
         if not reason:
             result["verified_blocks"] = compared
             return snap, image_sha256
         result["reuse_rejected"].append({"snapshot_id": snap["SnapshotId"], "reason": reason})
-        module.warn("Snapshot %s is tagged as an upload of this image (SHA-256 %s) but its content does not match: "
-                    "%s. It is not reused (and left as it is); the image is uploaded again."
+        module.warn("Snapshot %s is tagged as an upload of this image (SHA-256 %s) but it does not verify: %s. "
+                    "It is not reused (and left as it is); the image is uploaded again."
                     % (snap["SnapshotId"], image_sha256, reason))
     return None, image_sha256
 
@@ -398,7 +401,7 @@ def main():
     if params["reuse"] != "never":
         candidates = find_snapshots(module, ec2, size, volume_size, encrypted, params["kms_key_id"])
         if candidates:
-            existing, image_sha256 = find_verified(module, candidates, size, image_sha256, result)
+            existing, image_sha256 = find_verified(module, ec2, candidates, size, image_sha256, result)
     if image_sha256 is None and module.check_mode:
         image_sha256 = ebs_upload.scan_image(params["src"], size)["sha256"]
     before = {"snapshot_id": existing["SnapshotId"], "image_sha256": image_sha256} if existing else {}

@@ -91,3 +91,57 @@ def test_an_existing_artifacts_manifest_is_read_and_recorded(aws, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recorded = json.loads((artifacts / "manifest.json").read_text())["kms"]
     assert [e["statement_id"] for e in recorded] == ["AttestableAMI-" + ami]
+
+
+VERIFY = os.path.join(playbook_runner.ROOT, "playbooks", "verify.yml")
+
+
+def test_verify_passes_on_the_binding_and_fails_on_tampering(aws, tmp_path):
+    key = aws.create_key(SAFE_POLICY)
+    ami = aws.tagged_ami("attestable-verify", {k: v for k, v in A.items() if k != "boot_mode"})
+    build_stats = {"schema_version": 1, "amis": {"us-east-1": ami}, "measurements": dict(A, engines=["python"])}
+    proc, _results, data = run_job(tmp_path, job_vars(aws, key, attestable_manifest=build_stats))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = data["global_custom_stats"]["attestable_manifest"]
+    verify_vars = {"attestable_manifest": manifest, "verify_principals": [APP_ROLE],
+                   "attestable_aws_endpoint_url": aws.url}
+
+    proc, _results, _data = playbook_runner.run(VERIFY, tmp_path, extra_vars=verify_vars)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # Someone drops PCR12 from the statement: an injected command line would now decrypt.
+    policy = aws.policy(key["KeyId"])
+    statement = [s for s in policy["Statement"] if s.get("Sid") == "AttestableAMI-" + ami][0]
+    for operator in statement["Condition"].values():
+        operator.pop("kms:RecipientAttestation:NitroTPMPCR12", None)
+    aws.client("kms").put_key_policy(KeyId=key["KeyId"], PolicyName="default", Policy=json.dumps(policy))
+    proc, _results, _data = playbook_runner.run(VERIFY, tmp_path, extra_vars=verify_vars)
+    assert proc.returncode != 0
+    assert "PCR12" in proc.stdout
+
+    # Someone rewrites the AMI's PCR4 tag.
+    aws.client("kms").put_key_policy(KeyId=key["KeyId"], PolicyName="default", Policy=json.dumps(
+        dict(policy, Statement=[s for s in policy["Statement"] if s.get("Sid") != statement["Sid"]])))
+    aws.client("ec2").create_tags(Resources=[ami], Tags=[{"Key": "attestable:PCR4", "Value": "b" * 96}])
+    proc, _results, _data = playbook_runner.run(VERIFY, tmp_path, extra_vars=dict(
+        verify_vars, verify_principals=[], attestable_manifest=dict(manifest, kms=[])))
+    assert proc.returncode != 0
+    assert "differ from the manifest" in proc.stdout
+
+
+def test_manifest_kept_in_s3_is_read_and_written_back(aws, tmp_path):
+    key = aws.create_key(SAFE_POLICY)
+    ami = aws.tagged_ami("attestable-s3", {})
+    s3 = aws.client("s3")
+    s3.create_bucket(Bucket="attestable-manifests")
+    s3.put_object(Bucket="attestable-manifests", Key="team/app/manifest.json", Body=json.dumps(
+        {"schema_version": 1, "amis": {"us-east-1": ami}, "measurements": dict(A, engines=["python"])}))
+    proc, _results, _data = run_job(tmp_path, job_vars(aws, key, attestable_manifest_s3="s3://attestable-manifests/team/app"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [s["Sid"] for s in aws.policy(key["KeyId"])["Statement"]][-1] == "AttestableAMI-" + ami
+    stored = json.loads(s3.get_object(Bucket="attestable-manifests", Key="team/app/manifest.json")["Body"].read())
+    assert [e["statement_id"] for e in stored["kms"]] == ["AttestableAMI-" + ami]
+    assert not os.listdir(str(tmp_path / "job"))
+
+    proc, _results, _data = run_job(tmp_path, job_vars(aws, key, attestable_manifest_s3="https://not-s3/x"))
+    assert proc.returncode != 0 and "must look like s3://bucket/prefix" in proc.stdout

@@ -137,7 +137,7 @@ def test_readonly_root_verifies_against_the_root_hash_in_the_ukis_initrd(debian_
         os.remove(partition)
 
 
-def test_image_holds_no_access_path_and_reports_userspace(debian_uefi):
+def test_image_holds_the_kernel_and_kiwi_modules_but_no_access_path(debian_uefi):
     build = debian_uefi["build"]
     names = {package["name"] for package in build["packages"]}
     assert "linux-image-cloud-amd64" in names and "kiwi-dracut-overlay" in names

@@ -59,6 +59,13 @@ def uefi_store(payload=b"PK KEK db dbx variables", crc=None, magic=b"AMZNUEFI"):
     return base64.b64encode(magic + struct.pack("<I", crc32c_bitwise(body) if crc is None else crc) + body).decode()
 
 
+def measurement_digest(ami_id, measurements):
+    """The digest tag's value, computed here from its documented canonical form (measurement_tags.py)."""
+    canonical = dict((k, v) for k, v in measurements.items() if k == "HashAlgorithm" or k.startswith("PCR"))
+    canonical["ami_id"] = ami_id
+    return hashlib.sha384(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def pcr(text):
     return hashlib.sha384(text.encode()).hexdigest()
 
@@ -131,8 +138,11 @@ def test_register_sends_nitrotpm_uefi_request_and_is_idempotent(run_playbook, aw
                    "attestable:PCR4": MEASUREMENTS["PCR4"], "attestable:PCR7": MEASUREMENTS["PCR7"],
                    "attestable:PCR12": MEASUREMENTS["PCR12"], "attestable:SnapshotId": snapshot_id}
     assert sent_tags == wanted_tags
-    # moto drops TagSpecifications; the module noticed and tagged the image afterwards.
-    assert tags_of(aws, image_id) == wanted_tags
+    # moto drops TagSpecifications; the module noticed and tagged the image afterwards, adding the digest that
+    # binds the measurements to this AMI id (kms_attestation_policy checks it against a kept reference).
+    digest = measurement_digest(image_id, MEASUREMENTS)
+    assert tags_of(aws, image_id) == dict(wanted_tags, **{"attestable:MeasurementsSHA384": digest})
+    assert result["measurements_digests"] == {"us-east-1": digest}
 
     aws_proxy.clear()
     second = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS,
@@ -174,7 +184,10 @@ def test_copy_share_and_absent(run_playbook, aws_proxy, aws, snapshot_id):
     assert images["us-east-1"] != images["eu-west-1"]
     copy = aws.client("ec2", "eu-west-1").describe_images(ImageIds=[images["eu-west-1"]])["Images"][0]
     assert copy["Name"] == "attestable-test-1.0.0"
-    assert tags_of(aws, images["eu-west-1"], "eu-west-1") == tags_of(aws, images["us-east-1"])
+    source_tags, copy_tags = tags_of(aws, images["us-east-1"]), tags_of(aws, images["eu-west-1"], "eu-west-1")
+    assert copy_tags.pop("attestable:MeasurementsSHA384") == measurement_digest(images["eu-west-1"], MEASUREMENTS)
+    assert source_tags.pop("attestable:MeasurementsSHA384") == measurement_digest(images["us-east-1"], MEASUREMENTS)
+    assert copy_tags == source_tags
     assert tags_of(aws, images["eu-west-1"], "eu-west-1")["attestable:PCR12"] == MEASUREMENTS["PCR12"]
     copy_call = aws_proxy.calls("CopyImage")
     assert len(copy_call) == 1 and copy_call[0]["SourceImageId"] == images["us-east-1"]
@@ -327,7 +340,7 @@ def test_new_amis_answering_not_found_are_retried(run_playbook, aws_proxy, aws, 
         assert perms["LaunchPermissions"] == [{"UserId": ACCOUNT}]
 
 
-@pytest.mark.parametrize("dropped", ["TpmSupport", "UefiData", "BootMode"])
+@pytest.mark.parametrize("dropped", ["TpmSupport", "UefiData", "BootMode", "ImdsSupport"])
 def test_copy_that_lost_an_attribute_is_removed(run_playbook, aws_proxy, aws, snapshot_id, dropped):
     aws_proxy.copy_drops = {dropped}
     copy_images, copy_snapshots = aws.image_ids("eu-west-1"), aws.snapshot_ids("eu-west-1")

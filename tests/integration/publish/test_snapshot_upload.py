@@ -322,3 +322,16 @@ def test_new_snapshot_not_found_retries_stop_at_the_window(run_playbook, aws_pro
     assert rule.hits >= 2
     assert time.time() - started < 120  # bounded by the window, not by the default two minutes
     assert aws.snapshot_ids() == before
+
+
+def test_a_snapshot_that_cannot_be_read_back_is_not_reused(run_playbook, aws_proxy, aws, sparse_image):
+    # A builder role without ebs:ListSnapshotBlocks: the tagged snapshot cannot be verified, so it is not trusted.
+    tagged = _forge_snapshot(aws, sparse_image, _image_blocks(sparse_image))
+    aws_proxy.inject(r"^GET /snapshots/[^/]+/blocks$", [(403, "AccessDeniedException")], forever=True)
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert result["snapshot_id"] != tagged and result["blocks_written"] == len(sparse_image["nonzero_blocks"])
+    assert result["reuse_rejected"][0]["snapshot_id"] == tagged
+    assert "could not be read back" in result["reuse_rejected"][0]["reason"]
+    assert "AccessDeniedException" in result["reuse_rejected"][0]["reason"]

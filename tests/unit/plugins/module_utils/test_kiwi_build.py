@@ -333,3 +333,15 @@ def test_run_build_passes_the_environment(tmp_path):
 def test_build_key_counts_the_environment_only_when_given():
     assert "environment" not in kb.build_key("sha256:x", [], [], None, {})
     assert kb.build_key("sha256:x", [], [], None, {"A": "1"}) != kb.build_key("sha256:x", [], [], None, {"A": "2"})
+
+
+def test_run_build_does_not_pass_the_callers_tmpdir(tmp_path, monkeypatch):
+    # KIWI's Debian bootstrap runs mktemp inside the image root, where the caller's TMPDIR does not exist.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    log = tmp_path / "kiwi.log"
+    script = "import os, sys; open(sys.argv[1], 'a').write(repr(os.environ.get('TMPDIR')))"
+    assert kb.run_build([sys.executable, "-c", script, str(log)], str(log), timeout=60) == 0
+    assert log.read_text() == "None"
+    assert kb.run_build([sys.executable, "-c", script, str(log)], str(log), timeout=60,
+                        environment={"TMPDIR": "/var/tmp"}) == 0
+    assert log.read_text() == "'/var/tmp'"
