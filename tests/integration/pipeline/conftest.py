@@ -1,0 +1,16 @@
+"""Fixtures for the pipeline tests: a builder over real SSH (ssh_builder.py)."""
+import pytest
+
+from ssh_builder import SkipBuilder, SSHBuilder
+
+
+@pytest.fixture(scope="module")
+def ssh_builder(tmp_path_factory):
+    try:
+        builder = SSHBuilder(tmp_path_factory.mktemp("ssh-builder")).start()
+    except SkipBuilder as exc:
+        pytest.fail("the SSH builder cannot run here: %s" % exc)
+    try:
+        yield builder
+    finally:
+        builder.stop()
