@@ -20,7 +20,7 @@ DEMO = os.path.join(ROOT, "scripts", "demo.sh")
 def _demo(endpoint, artifacts, *args, json_output=False):
     env = dict(os.environ, AWS_ENDPOINT_URL=endpoint)
     if json_output:
-        env.update(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+        env.update(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_SHOW_CUSTOM_STATS="true")
     return subprocess.run([DEMO, "-e", "attestable_artifacts_dir=%s" % artifacts] + list(args), cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False, timeout=3600)
 
@@ -100,3 +100,10 @@ def test_demo_builds_boots_publishes_and_authorizes(moto_server, tmp_path):
                for task in play["tasks"] if any(result.get("changed") for result in task["hosts"].values())]
     assert changed == []
     assert json.loads((artifacts / "manifest.json").read_text()) == manifest
+    # What an AWX workflow passes to the next job (set_stats): build_and_publish's, then authorize's manifest.
+    stats = [data["global_custom_stats"] for data in _json_documents(again.stdout) if data.get("global_custom_stats")]
+    built = [s for s in stats if "attestable_amis" in s][0]
+    assert built["attestable_amis"] == manifest["amis"] and built["attestable_snapshot"] == manifest["snapshot"]
+    assert built["attestable_measurements"]["boot_mode"] == "standard"
+    assert built["attestable_manifest"]["image"]["uki_sha256"] == manifest["image"]["uki_sha256"]
+    assert [s for s in stats if "attestable_kms" in s][0]["attestable_manifest"] == manifest
