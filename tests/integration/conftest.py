@@ -96,4 +96,3 @@ def debian_uefi_build(tmp_path_factory):
     if not builder.vfat_available():
         pytest.skip("no vfat driver and no /sbin/mount.vfat: run scripts/bootstrap.sh")
     return builder.build(tmp_path_factory.mktemp("debian-uefi"))
-
