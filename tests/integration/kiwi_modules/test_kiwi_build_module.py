@@ -4,7 +4,7 @@ kernel has no vfat).
 
 kiwi-ng is a stand-in here (a real KIWI UEFI build is tests/integration/kiwi's job): a script that answers
 --version, records the environment it was given, and leaves what KIWI leaves, a kiwi.result.json and a real GPT
-disk whose ESP boots the test UKI (made by scripts/uki-to-disk.py with mkfs.vfat, mtools and sgdisk). The module
+disk whose ESP boots the test UKI (made by uki_to_disk.py beside this test, with mkfs.vfat, mtools and sgdisk). The module
 reads that ESP with its own GPT and FAT code, without mtools and without mounting."""
 import json
 import os
@@ -26,6 +26,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="kiwi_build refuses to run without root"),
 ]
 
+UKI_TO_DISK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "uki_to_disk.py")
 STAND_IN = r'''#!{python}
 import json, os, subprocess, sys
 args = sys.argv[1:]
@@ -65,7 +66,7 @@ def setup(tmp_path):
     uki = tmp_path / "uki.efi"
     uki.write_bytes(b"MZ" + os.urandom(1024 * 1024))
     kiwi_ng = tmp_path / "kiwi-ng"
-    kiwi_ng.write_text(STAND_IN.format(python=sys.executable, uki_to_disk=os.path.join(ROOT, "scripts", "uki-to-disk.py"),
+    kiwi_ng.write_text(STAND_IN.format(python=sys.executable, uki_to_disk=UKI_TO_DISK,
                                        uki=str(uki)))
     kiwi_ng.chmod(kiwi_ng.stat().st_mode | stat.S_IXUSR)
     return {"description": str(description), "target": str(tmp_path / "image"), "kiwi_ng": str(kiwi_ng),
