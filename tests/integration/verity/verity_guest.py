@@ -7,6 +7,7 @@ corrupted", as KIWI's Debian image does.
 """
 import glob
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -37,9 +38,11 @@ while :; do sleep 60; done
 
 
 def _kernel_version():
-    kernels = sorted(glob.glob(os.path.join(UKI_CACHE, "vmlinuz-*")))
+    # The cache also holds the arm64 kernel once the aarch64 boot test has run: take the host's architecture's.
+    deb_arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    kernels = sorted(glob.glob(os.path.join(UKI_CACHE, "vmlinuz-*-%s" % deb_arch)))
     if not kernels:
-        raise RuntimeError("no kernel in %s: build a UKI with scripts/build-uki.sh first" % UKI_CACHE)
+        raise RuntimeError("no %s kernel in %s: build a UKI with scripts/build-uki.sh first" % (deb_arch, UKI_CACHE))
     return os.path.basename(kernels[-1])[len("vmlinuz-"):]
 
 
