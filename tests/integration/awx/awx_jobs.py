@@ -72,7 +72,7 @@ def survey_errors(question, data):
             errors.append("%r value %r is too large (at most %s characters)" % (name, value, question["max"]))
         return errors
     if kind == "integer":
-        if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):  # AWX takes only a true int
             return ["value %r for %r expected to be an integer" % (value, name)]
         if question.get("min") not in ("", None) and value < int(question["min"]):
             return ["%r value %r is too small" % (name, value)]

@@ -53,8 +53,8 @@ class Aws(object):
         return boto3.client(service, region_name=region, endpoint_url=self.url,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
-    def key_policy(self, alias=KEY_ALIAS):
-        return json.loads(self.client("kms").get_key_policy(KeyId=alias, PolicyName="default")["Policy"])
+    def key_policy(self):
+        return json.loads(self.client("kms").get_key_policy(KeyId=self.key_id, PolicyName="default")["Policy"])
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,13 @@ def aws(tmp_path_factory):
                               stdout=log, stderr=subprocess.STDOUT)
     url = "http://127.0.0.1:%d" % port
     try:
-        for _ in range(150):
+        deadline = time.time() + 30
+        while True:
             try:
                 urllib.request.urlopen(url + "/moto-api/", timeout=5).close()
                 break
             except OSError:
+                assert time.time() < deadline, "the moto server did not start"
                 time.sleep(0.2)
         result = Aws(url)
         trust = {"Version": "2012-10-17", "Statement": [
@@ -80,7 +82,7 @@ def aws(tmp_path_factory):
             result.client("iam").create_role(RoleName=role.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps(trust))
         key = result.client("kms").create_key(Policy=json.dumps(KEY_POLICY))["KeyMetadata"]
         result.client("kms").create_alias(AliasName=KEY_ALIAS, TargetKeyId=key["KeyId"])
-        result.key_arn = key["Arn"]
+        result.key_arn, result.key_id = key["Arn"], key["KeyId"]
         yield result
     finally:
         server.terminate()
@@ -103,16 +105,15 @@ class Jobs(object):
 
     @staticmethod
     def checkout_state():
-        """Every file git reports in the checkout (untracked and ignored included), with its size and mtime."""
-        proc = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
-                              cwd=awx_jobs.ROOT, capture_output=True, text=True, check=True)
+        """Every file and directory of the checkout (not following links) with its size and mtime, less what the
+        pytest process running this test writes itself (byte code, its cache) and git's own files."""
         state = {}
-        for line in proc.stdout.splitlines():
-            path = os.path.join(awx_jobs.ROOT, line[3:])
-            if "__pycache__" in path or "/.pytest_cache/" in path:
-                continue  # written by the pytest process that runs this test, not by the jobs
-            stat = os.lstat(path) if os.path.lexists(path) else None
-            state[line[3:]] = (stat.st_size, stat.st_mtime) if stat else None
+        for parent, dirs, files in os.walk(awx_jobs.ROOT):
+            dirs[:] = [d for d in dirs if d not in (".git", "__pycache__", ".pytest_cache", ".hypothesis")]
+            for name in dirs + files:
+                path = os.path.join(parent, name)
+                stat = os.lstat(path)
+                state[os.path.relpath(path, awx_jobs.ROOT)] = (stat.st_size, stat.st_mtime)
         return state
 
     def run(self, name, template_vars, launch, label=None):
@@ -205,6 +206,9 @@ def test_launch_is_refused_as_awx_refuses_it():
     extra = awx_jobs.launch_vars(authorize, dict(TEAM_VARS, kms_authorize_keep=5), {"kms_authorize_strict": "false"})
     assert extra["kms_authorize_keep"] == 2 and extra["kms_authorize_strict"] == "false"
     assert extra["kms_authorize_principals"] == [APP_ROLE]
+    # A workflow node answers no survey: the templates a workflow (or a schedule) may run launch on their defaults.
+    for name in ("attestable: build_and_publish", "attestable: authorize", "attestable: verify"):
+        awx_jobs.launch_vars(awx_jobs.template(name), TEAM_VARS, {})
 
 
 @pytest.mark.slow
@@ -277,14 +281,14 @@ def test_verify_job_passes_on_the_binding_and_fails_when_it_is_weakened(build_jo
     for statement in weakened["Statement"]:
         for operator in statement.get("Condition", {}).values():
             operator.pop("kms:RecipientAttestation:NitroTPMPCR12", None)
-    aws.client("kms").put_key_policy(KeyId=KEY_ALIAS, PolicyName="default", Policy=json.dumps(weakened))
+    aws.client("kms").put_key_policy(KeyId=aws.key_id, PolicyName="default", Policy=json.dumps(weakened))
     try:
         job = jobs.run("attestable: verify", TEAM_VARS, {"attestable_manifest": manifest}, label="verify-weakened")
         assert job.rc != 0 and job.status == "failed"
         assert job.failed_tasks() == ["Every key lets the image in and keeps everything else out"]
         assert "PCR12" in job.stdout
     finally:
-        aws.client("kms").put_key_policy(KeyId=KEY_ALIAS, PolicyName="default", Policy=json.dumps(policy))
+        aws.client("kms").put_key_policy(KeyId=aws.key_id, PolicyName="default", Policy=json.dumps(policy))
     jobs.assert_nothing_outside_the_private_data_dirs()
 
 

@@ -39,8 +39,7 @@ def walk_tasks(tasks):
     for task in tasks or []:
         yield task
         for key in ("block", "rescue", "always"):
-            for inner in walk_tasks(task.get(key)):
-                yield inner
+            yield from walk_tasks(task.get(key))
 
 
 def role_facts():
