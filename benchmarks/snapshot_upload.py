@@ -26,8 +26,8 @@ import conftest  # noqa: E402,F401  pylint: disable=unused-import
 import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 
-from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload  # noqa: E402
-from ansible_collections.attestable.ami.plugins.module_utils.file_digest import sha256_file  # noqa: E402
+from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload  # noqa: E402
+from ansible_collections.attestable.ami.plugins.module_utils._common.file_digest import sha256_file  # noqa: E402
 
 MIB = 1024 * 1024
 

@@ -19,7 +19,7 @@ import copy
 import json
 import re
 
-from ansible_collections.attestable.ami.plugins.module_utils import atomic_file
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
 
 SCHEMA_VERSION = 1
 

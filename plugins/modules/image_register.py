@@ -243,9 +243,9 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.waiters import get_waiter
 
-from ansible_collections.attestable.ami.plugins.module_utils import ami_registration as reg
-from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
-from ansible_collections.attestable.ami.plugins.module_utils import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._aws import ami_registration as reg
+from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
 
 # EC2 is eventually consistent: an AMI just registered or copied answers InvalidAMIID.NotFound for a few seconds,
 # a snapshot just completed InvalidSnapshot.NotFound. Calls on resources this run made (and on the given snapshot)

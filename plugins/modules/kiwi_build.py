@@ -264,8 +264,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.attestable.ami.plugins.module_utils import kiwi_build as kb
-from ansible_collections.attestable.ami.plugins.module_utils.kiwi_description import (
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi import build as kb
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi.description import (
     DescriptionError,
     description_digest,
     find_config_file,

@@ -231,7 +231,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.attestable.ami.plugins.module_utils import kiwi_description, kiwi_findings
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi import description as kiwi_description, findings as kiwi_findings
 
 
 def _missing_setting_findings(summary):

@@ -304,9 +304,9 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
-from ansible_collections.attestable.ami.plugins.module_utils import iam_principals
-from ansible_collections.attestable.ami.plugins.module_utils import kms_policy
-from ansible_collections.attestable.ami.plugins.module_utils import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._aws import iam_principals
+from ansible_collections.attestable.ami.plugins.module_utils._aws import kms_policy
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
 
 _AMI_ID = r"^ami-[0-9a-f]{8,17}$"
 

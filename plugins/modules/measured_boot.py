@@ -273,7 +273,7 @@ console:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.attestable.ami.plugins.module_utils.boot_measurements import MeasuredBootError, measure
+from ansible_collections.attestable.ami.plugins.module_utils._boot.measure import MeasuredBootError, measure
 
 
 def main():

@@ -212,8 +212,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.attestable.ami.plugins.module_utils import atomic_file, nitro_tpm_tool, pcr_engine
-from ansible_collections.attestable.ami.plugins.module_utils.pe_authenticode import PEFILE_IMPORT_ERROR
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
+from ansible_collections.attestable.ami.plugins.module_utils._pcr import aws_tool as nitro_tpm_tool, engine as pcr_engine
+from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import PEFILE_IMPORT_ERROR
 
 TOOL = nitro_tpm_tool.TOOL_NAME
 

@@ -219,7 +219,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
 
-from ansible_collections.attestable.ami.plugins.module_utils import ebs_upload
+from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 # A snapshot that was just created can answer InvalidSnapshot.NotFound for a few seconds (eventual consistency).

@@ -4,7 +4,7 @@ import json
 
 from authorize_helpers import APP_ROLE, SAFE_POLICY, measurements
 
-from ansible_collections.attestable.ami.plugins.module_utils.kms_policy_simulator import allows
+from ansible_collections.attestable.ami.plugins.module_utils._aws.kms_policy_simulator import allows
 
 ROLE_PLAY = """
 - name: Run kms_authorize

@@ -10,7 +10,7 @@ import threading
 
 from aws_proxy import RecordingProxy
 
-from ansible_collections.attestable.ami.plugins.module_utils import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
 
 from authorize_helpers import APP_ROLE, SAFE_POLICY, STANDARD_PCR7, ZERO, measurements
 from test_kms_attestation_policy import play

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils import kiwi_build as kb
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi import build as kb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
