@@ -27,6 +27,9 @@ STOPPED = "Say that --check stops here"
 # What the pipeline must say of the descriptions we know (attestable, unattestable findings as (setting, value)).
 EXPECTED = {
     "uefi-attestable": (True, set()),
+    "ci-runner": (True, set()),
+    "db-appliance": (True, set()),
+    "enclave": (True, set()),
 }
 
 VALIDATE = """
@@ -93,6 +96,17 @@ def test_a_users_description_is_validated_before_the_builder_and_left_unchanged(
         assert "attestable_allow_unattestable: true" in refusal["msg"]
         assert STOPPED not in results
     assert tree_state(folder) == before
+
+    # Each file the folder references, missing: the run stops at the validation, naming it, before the builder.
+    local = [ref for ref in checked["references"] if ref["resolved"].startswith(folder + os.sep)]
+    assert local, checked["references"]
+    for ref in local:
+        os.rename(ref["resolved"], ref["resolved"] + ".away")
+        proc, results = run_pipeline(tmp_path, _base_vars(tmp_path, folder), check=True)
+        os.rename(ref["resolved"] + ".away", ref["resolved"])
+        failed = results[VALIDATED][-1]
+        assert proc.returncode != 0 and failed["failed"] and STOPPED not in results
+        assert [line for line in failed["errors"] if ref["path"] in line and "no such" in line], failed["errors"]
 
 
 def test_an_unattestable_folder_is_refused_unless_allowed(tmp_path):
