@@ -174,7 +174,7 @@ uki:
   description:
     - The final EFI binary the firmware boots, beside the disk (C(<disk stem>.efi)); null when the disk has no GPT
       EFI System partition booting C(EFI/BOOT/BOOTX64.EFI)/C(BOOTAA64.EFI) and the hook copied none, or when that
-      binary is not a UKI (no C(.linux) section: a boot loader such as systemd-boot or GRUB that the hook left there).
+      binary is not a UKI (no C(.linux) section, e.g. systemd-boot or GRUB that the hook left there).
   returned: success
   type: str
   sample: /var/tmp/image/al2023-attestable.x86_64-1.0.0.efi

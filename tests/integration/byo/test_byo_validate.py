@@ -76,8 +76,8 @@ def test_a_users_description_is_validated_before_the_builder_and_left_unchanged(
     assert all(ref["exists"] is not False for ref in checked["references"])
     assert STOPPED in results
     # Nothing past the stop ran: no builder, no build, no rendering; --check created no artifact directory.
-    assert not [name for name in results if name.startswith(("Provide the builder", "Check the build settings",
-                                                               "Render appliance.kiwi", "Copy the description"))]
+    past_the_stop = ("Provide the builder", "Check the build settings", "Render appliance.kiwi", "Copy the description")
+    assert not [name for name in results if name.startswith(past_the_stop)]
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "builder").exists()
     name = description_id(source)
     if name in EXPECTED:
