@@ -245,7 +245,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.waiters import get_wait
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ami_registration as reg
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as measurement_tags
 
 # EC2 is eventually consistent: an AMI just registered or copied answers InvalidAMIID.NotFound for a few seconds,
 # a snapshot just completed InvalidSnapshot.NotFound. Calls on resources this run made (and on the given snapshot)

@@ -60,7 +60,7 @@ def uefi_store(payload=b"PK KEK db dbx variables", crc=None, magic=b"AMZNUEFI"):
 
 
 def measurement_digest(ami_id, measurements):
-    """The digest tag's value, computed here from its documented canonical form (measurement_tags.py)."""
+    """The digest tag's value, computed here from its documented canonical form (_common/measurements.py)."""
     canonical = dict((k, v) for k, v in measurements.items() if k == "HashAlgorithm" or k.startswith("PCR"))
     canonical["ami_id"] = ami_id
     return hashlib.sha384(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
