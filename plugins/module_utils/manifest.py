@@ -19,7 +19,7 @@ import copy
 import json
 import re
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, atomic_file
 from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as _measurements
 
 SCHEMA_VERSION = 1
@@ -102,6 +102,11 @@ def validate_section(name, value, where="manifest"):
                             % (where, name, "list" if expected is list else "dict", type(value).__name__))
     if name == "measurements":
         validate_measurements(value, "%s.measurements" % where)
+    elif name == "image" and "architecture" in value:
+        try:  # kept as written (x86_64, arm64 or aarch64); consumers map it with _common/architectures
+            architectures.canonical(value["architecture"], "%s.image.architecture" % where)
+        except architectures.ArchitectureError as exc:
+            raise ManifestError(str(exc))
     elif name == "amis":
         for region, ami in value.items():
             if not isinstance(ami, str) or not _AMI_ID.match(ami):

@@ -55,9 +55,9 @@ options:
     type: str
   architecture:
     description:
-      - CPU architecture of the image.
+      - CPU architecture of the image. V(arm64) and V(aarch64) are the same (EC2 calls it V(arm64)).
     type: str
-    choices: [x86_64, arm64]
+    choices: [x86_64, arm64, aarch64]
     default: x86_64
   root_device_name:
     description:

@@ -11,12 +11,12 @@ import binascii
 import re
 import struct
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, measurements as meas
 
 TAG_PREFIX = meas.TAG_PREFIX
 HASH_ALGORITHM_TAG = meas.HASH_ALGORITHM_TAG
 SNAPSHOT_TAG = meas.SNAPSHOT_TAG
-ARCHITECTURES = ("x86_64", "arm64")
+ARCHITECTURES = architectures.ACCEPTED  # x86_64, arm64, aarch64; EC2 is given its own name (arm64)
 
 _NAME = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
@@ -52,9 +52,11 @@ def validate_name(name):
 
 
 def validate_architecture(architecture):
-    if architecture not in ARCHITECTURES:
+    """EC2's name (x86_64 or arm64) for an accepted spelling."""
+    try:
+        return architectures.name_for(architecture, "aws")
+    except architectures.ArchitectureError:
         raise RegistrationError("architecture: expected one of %s, got %r" % (", ".join(ARCHITECTURES), architecture))
-    return architecture
 
 
 def validate_snapshot_id(snapshot_id):
@@ -204,6 +206,7 @@ def image_differences(image, desired_tags, architecture=None, check_measurements
     attributes EC2 reports (architecture, boot mode, TPM support) where it reports them.
     """
     current = tag_dict(image.get("Tags"))
+    architecture = validate_architecture(architecture) if architecture else architecture
     problems = []
     keys = [SNAPSHOT_TAG]
     if check_measurements:

@@ -17,7 +17,7 @@ import tempfile
 from ansible_collections.attestable.ami.plugins.module_utils._boot import console as boot_console, esp as esp_image
 from ansible_collections.attestable.ami.plugins.module_utils._boot import ovmf_vars, qemu as qemu_boot
 from ansible_collections.attestable.ami.plugins.module_utils._pcr import efi_siglist
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, measurements as meas
 
 REFERENCE_PCRS = (4, 7, 12)
 _DIGEST_SIZES = {"sha384": 48, "sha256": 32}
@@ -72,7 +72,10 @@ def check_inputs(params):
 
     Returns the key databases read from the ESL files ({"pk": bytes, ...}, only those given).
     """
-    arch = params.get("arch") or "x86_64"
+    try:  # x86_64, arm64 or aarch64; the name qemu_boot uses from here on
+        arch = params["arch"] = architectures.name_for(params.get("arch") or "x86_64", "qemu", "arch")
+    except architectures.ArchitectureError as exc:
+        raise MeasuredBootError(str(exc))
     if arch not in qemu_boot.ARCHITECTURES:
         raise MeasuredBootError("arch: %r is not supported (expected one of %s)"
                                 % (arch, ", ".join(sorted(qemu_boot.ARCHITECTURES))))
