@@ -344,7 +344,7 @@ def measurements_from_ami(module):
                              "measurements" % (image, meas.HASH_ALGORITHM_TAG, meas.TAG_PREFIX))
     try:
         measurements, notes = meas.cross_check(image, tags, module.params["expected_measurements_digest"],
-                                                           module.params["expected_uki_sha256"])
+                                               module.params["expected_uki_sha256"])
     except meas.TagError as exc:
         module.fail_json(msg=str(exc))
     module.warn("; ".join(notes))

@@ -30,7 +30,7 @@ def test_canonical_form_is_sorted_compact_json_of_the_ami_and_the_pcrs():
 
 def test_tags_never_give_the_boot_mode():
     read = mt.from_tags(tags(M, **{"attestable:boot_mode": "secure_boot", "Name": "x",
-                                                "attestable:SnapshotId": "snap-1"}))
+                                   "attestable:SnapshotId": "snap-1"}))
     assert read == M
 
 
