@@ -337,8 +337,8 @@ def test_a_snapshot_that_cannot_be_read_back_is_not_reused(run_playbook, aws_pro
     assert "AccessDeniedException" in result["reuse_rejected"][0]["reason"]
 
 
-def test_purge_tags_removes_other_tags_of_a_reused_snapshot_but_not_its_identity(run_playbook, aws_proxy, aws,
-                                                                                  sparse_image):
+def test_purge_tags_removes_other_tags_of_a_reused_snapshot_but_not_its_identity(
+        run_playbook, aws_proxy, aws, sparse_image):
     first = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
     assert first.rc == 0, first.stdout
     snapshot_id = first.task("Upload the image")["snapshot_id"]

@@ -20,6 +20,14 @@ class Failed(Exception):
         self.result = kwargs
 
 
+def fail_json(**kwargs):
+    raise Failed(**kwargs)
+
+
+def fail_json_aws(exception, **kwargs):
+    raise Failed(exception=exception, **kwargs)
+
+
 def client_error(code, operation):
     return ClientError({"Error": {"Code": code, "Message": "test"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
                        operation)
@@ -52,8 +60,8 @@ def publisher(ec2, check_mode=False, **params):
                          delete_snapshots=False, wait=False, wait_timeout=60)
     module.params.update(params)
     module.client.return_value = ec2
-    module.fail_json.side_effect = lambda **kw: (_ for _ in ()).throw(Failed(**kw))
-    module.fail_json_aws.side_effect = lambda exc, **kw: (_ for _ in ()).throw(Failed(exception=exc, **kw))
+    module.fail_json.side_effect = fail_json
+    module.fail_json_aws.side_effect = fail_json_aws
     return image_register.Publisher(module)
 
 

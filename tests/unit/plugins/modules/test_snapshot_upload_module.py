@@ -25,6 +25,18 @@ class Failed(Exited):
     pass
 
 
+def fail_json(**kwargs):
+    raise Failed(**kwargs)
+
+
+def fail_json_aws(exception, **kwargs):
+    raise Failed(exception=exception, **kwargs)
+
+
+def exit_json(**kwargs):
+    raise Exited(**kwargs)
+
+
 def client_error(code, operation="CreateTags"):
     return ClientError({"Error": {"Code": code, "Message": "test"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
                        operation)
@@ -51,9 +63,9 @@ def make_module(image, check_mode=False, **params):
                          purge_tags=False, encrypted=False, kms_key_id=None, workers=2, reuse="sample",
                          reuse_sample_blocks=64, consistency_timeout=120, wait=False, wait_timeout=60)
     module.params.update(params)
-    module.fail_json.side_effect = lambda **kw: (_ for _ in ()).throw(Failed(**kw))
-    module.fail_json_aws.side_effect = lambda exc, **kw: (_ for _ in ()).throw(Failed(exception=exc, **kw))
-    module.exit_json.side_effect = lambda **kw: (_ for _ in ()).throw(Exited(**kw))
+    module.fail_json.side_effect = fail_json
+    module.fail_json_aws.side_effect = fail_json_aws
+    module.exit_json.side_effect = exit_json
     return module
 
 
