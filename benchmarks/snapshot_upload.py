@@ -169,8 +169,8 @@ def local_endpoint_runs(path, worker_counts, latency_ms, repeat=1):
     try:
         timed_upload(url, path, 1)  # warm up: imports, the page cache, the endpoint's first connection
         print("local endpoint %s, %d ms per request" % (url, latency_ms))
-        print("%8s %9s %12s %10s %8s %8s %14s" % ("workers", "seconds", "ms/block", "MiB/s", "speedup", "ideal",
-                                                 "CPU ms/block"))
+        print("%8s %9s %12s %10s %8s %8s %14s"
+              % ("workers", "seconds", "ms/block", "MiB/s", "speedup", "ideal", "CPU ms/block"))
         base = None
         results = {}
         for workers in worker_counts:
