@@ -25,8 +25,8 @@ sys.path.insert(0, ROOT)
 # conftest makes the checkout importable by its FQCN (ansible_collections.attestable.ami).
 import conftest  # noqa: E402,F401 pylint: disable=unused-import
 
-from ansible_collections.attestable.ami.plugins.module_utils import pcr_engine  # noqa: E402
-from ansible_collections.attestable.ami.plugins.module_utils.pe_authenticode import PeImage  # noqa: E402
+from ansible_collections.attestable.ami.plugins.module_utils._pcr import engine as pcr_engine  # noqa: E402
+from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import PeImage  # noqa: E402
 
 
 def default_uki(workdir):
@@ -34,7 +34,7 @@ def default_uki(workdir):
     path = os.path.join(vectors, "uki-objcopy-252", "uki.efi")
     if os.path.isfile(path):
         return path
-    sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "plugins", "module_utils"))
+    sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "plugins", "module_utils", "_pcr"))
     import pcr_test_images
 
     initrd = os.path.join(workdir, "initrd")

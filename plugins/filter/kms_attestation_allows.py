@@ -7,7 +7,7 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.attestable.ami.plugins.module_utils import kms_policy_simulator
+from ansible_collections.attestable.ami.plugins.module_utils._aws import kms_policy_simulator
 
 
 def kms_attestation_allows(policy, principal, action="kms:Decrypt", pcrs=None, context=None):

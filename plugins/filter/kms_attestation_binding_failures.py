@@ -7,7 +7,7 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.attestable.ami.plugins.module_utils import kms_policy
+from ansible_collections.attestable.ami.plugins.module_utils._aws import kms_policy
 
 
 def kms_attestation_binding_failures(policy, principal, actions, measurements, pcrs, require_allowed=True):

@@ -107,9 +107,9 @@ except ImportError:
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.attestable.ami.plugins.module_utils.builder_preflight import missing_actions
-from ansible_collections.attestable.ami.plugins.module_utils.builder_preflight import policy_document
-from ansible_collections.attestable.ami.plugins.module_utils.builder_preflight import subnets_in_zones
+from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_preflight import missing_actions
+from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_preflight import policy_document
+from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_preflight import subnets_in_zones
 
 DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess")
 

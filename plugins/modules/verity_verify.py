@@ -196,7 +196,7 @@ message:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.attestable.ami.plugins.module_utils.verity import VerityError, VerityMismatch, check
+from ansible_collections.attestable.ami.plugins.module_utils._boot.verity import VerityError, VerityMismatch, check
 
 
 def main():

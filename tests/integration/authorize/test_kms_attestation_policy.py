@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils.kms_policy_simulator import allows
+from ansible_collections.attestable.ami.plugins.module_utils._aws.kms_policy_simulator import allows
 
 from authorize_helpers import ADMIN_STATEMENT, APP_ROLE, ENCRYPT_STATEMENT, SAFE_POLICY, ZERO, measurements
 
@@ -253,7 +253,7 @@ def test_refuses_to_write_a_policy_without_administrators(aws, run_playbook):
 def test_reread_before_write_against_moto(aws, changed_between):
     """The module's read-merge-re-read-write loop over real KMS calls (moto over HTTP), with another client
     editing the policy between the first read and the write."""
-    from ansible_collections.attestable.ami.plugins.module_utils import kms_policy as kp
+    from ansible_collections.attestable.ami.plugins.module_utils._aws import kms_policy as kp
 
     key = aws.create_key(SAFE_POLICY)
     kms = aws.client("kms")

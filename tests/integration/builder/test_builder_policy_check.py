@@ -1,11 +1,11 @@
-"""The policy reading behind the builder's pre-launch permission check (plugins/module_utils/builder_preflight.py),
+"""The policy reading behind the builder's pre-launch permission check (plugins/module_utils/_aws/builder_preflight.py),
 used where IAM's policy simulator is not available. Plain Python: no AWS."""
 import json
 from urllib.parse import quote
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils.builder_preflight import (
+from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_preflight import (
     action_matches, missing_actions, policy_document, subnets_in_zones)
 
 UPLOAD = ["ebs:StartSnapshot", "ebs:PutSnapshotBlock", "ebs:CompleteSnapshot", "ec2:DescribeSnapshots",

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from kiwi_testlib import run_playbook_text
-from ansible_collections.attestable.ami.plugins.module_utils import kiwi_description as kd
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi import description as kd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLAYBOOKS = os.path.join(HERE, "playbooks")

@@ -12,7 +12,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.join(ROOT, ".build", "collections"))
 
-from ansible_collections.attestable.ami.plugins.module_utils import esp_image  # noqa: E402
+from ansible_collections.attestable.ami.plugins.module_utils._boot import esp as esp_image  # noqa: E402
 
 BOOT_NAMES = {"x86_64": "EFI/BOOT/BOOTX64.EFI", "aarch64": "EFI/BOOT/BOOTAA64.EFI"}
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "unit", "plugins", "module_utils"))
+                                "unit", "plugins", "module_utils", "_pcr"))
 
 import pcr_test_images  # noqa: E402  (real UKIs from the shared test vector)
 

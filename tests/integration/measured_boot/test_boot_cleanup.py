@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils import qemu_boot, swtpm_log
+from ansible_collections.attestable.ami.plugins.module_utils._boot import qemu as qemu_boot, swtpm_log
 from measured_boot_helpers import processes_mentioning
 
 pytestmark = pytest.mark.slow

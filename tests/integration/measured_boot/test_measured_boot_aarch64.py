@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils.pe_authenticode import PeImage, authenticode_digest
+from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import PeImage, authenticode_digest
 from measured_boot_helpers import STANDARD_BOOT_PCR7, build_uki
 
 pytestmark = [

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils import verity
+from ansible_collections.attestable.ami.plugins.module_utils._boot import verity
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, os.pardir, "kiwi"))

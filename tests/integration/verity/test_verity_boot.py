@@ -12,7 +12,7 @@ import pytest
 
 import verity_disk
 import verity_guest
-from ansible_collections.attestable.ami.plugins.module_utils import esp_image
+from ansible_collections.attestable.ami.plugins.module_utils._boot import esp as esp_image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "measured_boot"))
 from measured_boot_helpers import INIT_PROLOGUE, build_uki, processes_mentioning, uki_with_init  # noqa: E402

@@ -4,7 +4,7 @@ import os
 import subprocess
 
 import verity_disk
-from ansible_collections.attestable.ami.plugins.module_utils import verity
+from ansible_collections.attestable.ami.plugins.module_utils._boot import verity
 
 VERIFY = """
 - hosts: localhost
