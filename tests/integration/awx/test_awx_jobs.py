@@ -169,11 +169,14 @@ def build_job(jobs):
         pytest.skip("kiwi-ng system build needs root")
     pytest.importorskip("kiwi")
     launch = dict(local_profile(), attestable_aws_region="us-east-1")
-    for attempt in range(3):
+    for attempt in range(4):
         job = jobs.run("attestable: build_and_publish", TEAM_VARS, launch, label="build_and_publish-%d" % attempt)
-        # Another KIWI build on this machine may hold KIWI's shared apt cache lock: run the job again.
-        if job.rc == 0 or "Could not get lock" not in job.stdout or attempt == 2:
+        # Another KIWI build on this machine may hold KIWI's shared apt cache lock: run the job again, later.
+        kiwi_log = os.path.join(job.private_data_dir, "project", "artifacts", "kiwi-build.log")
+        log = open(kiwi_log).read() if os.path.isfile(kiwi_log) else ""
+        if job.rc == 0 or "Could not get lock" not in job.stdout + log or attempt == 3:
             return job
+        time.sleep(60)
     return job
 
 
