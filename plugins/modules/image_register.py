@@ -55,9 +55,9 @@ options:
     type: str
   architecture:
     description:
-      - CPU architecture of the image.
+      - CPU architecture of the image. V(arm64) and V(aarch64) are the same (EC2 calls it V(arm64)).
     type: str
-    choices: [x86_64, arm64]
+    choices: [x86_64, arm64, aarch64]
     default: x86_64
   root_device_name:
     description:
@@ -259,7 +259,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.waiters import get_wait
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ami_registration as reg
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as measurement_tags
 
 # EC2 is eventually consistent: an AMI just registered or copied answers InvalidAMIID.NotFound for a few seconds,
 # a snapshot just completed InvalidSnapshot.NotFound. Calls on resources this run made (and on the given snapshot)

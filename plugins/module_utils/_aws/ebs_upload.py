@@ -26,6 +26,8 @@ import uuid
 
 from queue import Queue
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as _tag_keys
+
 try:
     import botocore.exceptions as _botocore_exceptions
 except ImportError:  # pragma: no cover - the module reports the missing dependency itself
@@ -34,8 +36,8 @@ except ImportError:  # pragma: no cover - the module reports the missing depende
 BLOCK_SIZE = 512 * 1024
 GIB = 1024 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
-SHA256_TAG = "attestable:image-sha256"
-SIZE_TAG = "attestable:image-size"
+SHA256_TAG = _tag_keys.IMAGE_SHA256_TAG  # the collection's tag keys are listed in _common/measurements.py
+SIZE_TAG = _tag_keys.IMAGE_SIZE_TAG
 NOT_FOUND_CODES = frozenset(["ResourceNotFoundException"])
 # How long the EBS team advises retrying "does not exist" for a just-started snapshot (coldsnap #43 / #56).
 DEFAULT_CONSISTENCY_SECONDS = 120

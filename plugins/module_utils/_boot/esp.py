@@ -19,7 +19,7 @@ import platform
 import struct
 import uuid
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file, processes
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, atomic_file, processes
 
 SECTOR = 512
 MIB = 1024 * 1024
@@ -147,11 +147,7 @@ def extract_file(image_path, inner, dest, offset=0):
 
 
 # The removable-media boot loader paths firmware looks for, by machine architecture (UEFI spec 3.5.1.1).
-BOOT_LOADERS = {
-    "x86_64": "EFI/BOOT/BOOTX64.EFI",
-    "aarch64": "EFI/BOOT/BOOTAA64.EFI",
-}
-_ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+BOOT_LOADERS = architectures.boot_files()  # {"x86_64": "EFI/BOOT/BOOTX64.EFI", "aarch64": "EFI/BOOT/BOOTAA64.EFI"}
 _CHUNK = 4 * MIB
 
 
@@ -301,8 +297,10 @@ def read_fat_file(image_path, inner, dest, offset=0):
 
 def boot_loader_candidates(architecture=None):
     """The EFI/BOOT/BOOT<arch>.EFI paths to try, the given (or this machine's) architecture first."""
-    arch = _ARCH_ALIASES.get((architecture or platform.machine() or "").lower())
-    first = [BOOT_LOADERS[arch]] if arch else []
+    try:
+        first = [architectures.boot_file((architecture or platform.machine() or "").lower(), machine=True)]
+    except architectures.ArchitectureError:
+        first = []
     return first + [path for path in sorted(BOOT_LOADERS.values()) if path not in first]
 
 

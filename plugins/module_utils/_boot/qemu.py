@@ -23,21 +23,21 @@ import tempfile
 import time
 
 from ansible_collections.attestable.ami.plugins.module_utils._boot import console as boot_console, swtpm_log
-from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file, processes
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, atomic_file, processes
 
 ARCHITECTURES = {
     "x86_64": {
         "qemu": "qemu-system-x86_64",
         "code": "/usr/share/OVMF/OVMF_CODE_4M.fd",
         "vars": "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        "loader": "EFI/BOOT/BOOTX64.EFI",
+        "loader": architectures.boot_file("x86_64"),
         "packages": "qemu-system-x86 ovmf swtpm swtpm-tools",
     },
     "aarch64": {
         "qemu": "qemu-system-aarch64",
         "code": "/usr/share/AAVMF/AAVMF_CODE.fd",
         "vars": "/usr/share/AAVMF/AAVMF_VARS.fd",
-        "loader": "EFI/BOOT/BOOTAA64.EFI",
+        "loader": architectures.boot_file("aarch64"),
         "packages": "qemu-system-arm qemu-efi-aarch64 swtpm swtpm-tools",
     },
 }

@@ -208,3 +208,29 @@ def test_check_mode_renders_our_description_into_a_temporary_directory_only(tmp_
     assert checked["attestable"] is True and os.path.basename(rendered).startswith("attestable-description-check.")
     assert not os.path.exists(rendered) and not (tmp_path / "artifacts").exists()
     assert STOPPED in results
+
+
+def test_the_image_build_role_alone_refuses_a_folder_holding_where_it_writes(tmp_path):
+    folder = copy_folder(UEFI, str(tmp_path / "my-description"))
+    before = tree_state(folder)
+    playbook = """
+    - hosts: localhost
+      gather_facts: false
+      tasks:
+        - name: Validate with the role
+          ansible.builtin.include_role:
+            name: attestable.ami.image_build
+            tasks_from: validate
+    """
+    for artifacts, remote, refused in ((os.path.join(folder, "artifacts"), str(tmp_path / "b"), True),
+                                       (str(tmp_path / "a"), os.path.join(folder, "build"), True),
+                                       (str(tmp_path / "a"), str(tmp_path), True),
+                                       (str(tmp_path / "a"), str(tmp_path / "b"), False)):
+        proc, results, _data = playbook_runner.run(playbook, tmp_path, extra_vars={
+            "image_build_description": folder, "image_build_artifacts_dir": artifacts,
+            "image_build_remote_dir": remote})
+        named = {name.split(" : ", 1)[-1]: r for name, r in results.items()}
+        check = named["Refuse a description folder where this role writes"][-1]
+        assert bool(check.get("failed")) is refused and (proc.returncode != 0) is refused, (artifacts, remote, check)
+        assert (VALIDATED in named) is not refused
+    assert tree_state(folder) == before

@@ -61,7 +61,7 @@ def uefi_store(payload=b"PK KEK db dbx variables", crc=None, magic=b"AMZNUEFI"):
 
 
 def measurement_digest(ami_id, measurements):
-    """The digest tag's value, computed here from its documented canonical form (measurement_tags.py)."""
+    """The digest tag's value, computed here from its documented canonical form (_common/measurements.py)."""
     canonical = dict((k, v) for k, v in measurements.items() if k == "HashAlgorithm" or k.startswith("PCR"))
     canonical["ami_id"] = ami_id
     return hashlib.sha384(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -253,7 +253,7 @@ def test_failed_copy_deregisters_what_the_run_registered(run_playbook, aws_proxy
 
 BAD_INPUTS = [
     ("snapshot not found", {"snapshot_id": "snap-0123456789abcdef0"}, "snapshot snap-0123456789abcdef0 was not found"),
-    ("invalid architecture", {"architecture": "sparc"}, "architecture must be one of: x86_64, arm64, got: sparc"),
+    ("invalid architecture", {"architecture": "sparc"}, "architecture must be one of: x86_64, arm64, aarch64, got: sparc"),
     ("short PCR", {"measurements": dict(MEASUREMENTS, PCR4="ab" * 20)}, "measurements.PCR4 must be 96 lowercase hex"),
     ("uppercase PCR", {"measurements": dict(MEASUREMENTS, PCR7=MEASUREMENTS["PCR7"].upper())},
      "measurements.PCR7 must be 96 lowercase hex"),
