@@ -19,7 +19,8 @@ import copy
 import json
 import re
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, atomic_file
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as _measurements
 
 SCHEMA_VERSION = 1
 
@@ -31,10 +32,9 @@ SECTION_TYPES = {
     "kms": list,
 }
 
-_HEX96 = re.compile(r"^[0-9a-f]{96}$")
-PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])$")
+PCR_KEY = _measurements.PCR_KEY  # kept for importers; defined in _common/measurements.py
+BOOT_MODES = _measurements.BOOT_MODES
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
-BOOT_MODES = ("standard", "secure_boot")
 _KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
 _STATEMENT_ID = re.compile(r"^AttestableAMI-[A-Za-z0-9_-]+$")
@@ -45,25 +45,12 @@ class ManifestError(ValueError):
 
 
 def validate_measurements(measurements, where="measurements"):
-    """Check a measurements dict in nitro-tpm-pcr-compute's format (extra keys such as engines allowed)."""
-    if not isinstance(measurements, dict):
-        raise ManifestError("%s must be a dict like {'HashAlgorithm': 'SHA384', 'PCR4': '<96 hex>', ...}, got %s"
-                            % (where, type(measurements).__name__))
-    algo = measurements.get("HashAlgorithm")
-    if algo != "SHA384":
-        raise ManifestError("%s.HashAlgorithm must be 'SHA384', got %r" % (where, algo))
-    pcrs = [k for k in measurements if PCR_KEY.match(k)]
-    if not pcrs:
-        raise ManifestError("%s holds no PCR values (expected keys such as PCR4, PCR7, PCR12)" % where)
-    for key in pcrs:
-        value = measurements[key]
-        if not isinstance(value, str) or not _HEX96.match(value):
-            raise ManifestError("%s.%s must be 96 lowercase hex characters (a SHA-384 digest), got %r"
-                                % (where, key, value))
-    if "boot_mode" in measurements and measurements["boot_mode"] not in BOOT_MODES:
-        raise ManifestError("%s.boot_mode must be one of %s (as pcr_compute returns it), got %r"
-                            % (where, ", ".join(BOOT_MODES), measurements["boot_mode"]))
-    return measurements
+    """Check a measurements dict in nitro-tpm-pcr-compute's format (extra keys such as engines allowed); the rules
+    are _common/measurements.validate's."""
+    try:
+        return _measurements.validate(measurements, where)
+    except _measurements.MeasurementError as exc:
+        raise ManifestError(str(exc))
 
 
 def validate_kms_entry(entry, where):
@@ -115,6 +102,11 @@ def validate_section(name, value, where="manifest"):
                             % (where, name, "list" if expected is list else "dict", type(value).__name__))
     if name == "measurements":
         validate_measurements(value, "%s.measurements" % where)
+    elif name == "image" and "architecture" in value:
+        try:  # kept as written (x86_64, arm64 or aarch64); consumers map it with _common/architectures
+            architectures.canonical(value["architecture"], "%s.image.architecture" % where)
+        except architectures.ArchitectureError as exc:
+            raise ManifestError(str(exc))
     elif name == "amis":
         for region, ami in value.items():
             if not isinstance(ami, str) or not _AMI_ID.match(ami):

@@ -55,9 +55,9 @@ options:
     type: str
   architecture:
     description:
-      - CPU architecture of the image.
+      - CPU architecture of the image. V(arm64) and V(aarch64) are the same (EC2 calls it V(arm64)).
     type: str
-    choices: [x86_64, arm64]
+    choices: [x86_64, arm64, aarch64]
     default: x86_64
   root_device_name:
     description:
@@ -112,9 +112,17 @@ options:
   tags:
     description:
       - Tags for the AMI and its copies, besides the C(attestable:) tags this module writes. Existing tags not
-        listed are kept.
+        listed are kept unless O(purge_tags=true).
+      - Values that are numbers or booleans are written as their text (V(42), V(True)).
     type: dict
     aliases: ['resource_tags']
+  purge_tags:
+    description:
+      - Remove the tags of an existing AMI (and its copies) that neither O(tags) nor this module's C(attestable:)
+        tags list (needs C(ec2:DeleteTags)). Tag keys beginning with V(aws:) are never removed.
+      - The default keeps tags others have set, unlike amazon.aws's modules.
+    type: bool
+    default: false
   measurements:
     description:
       - >-
@@ -154,6 +162,7 @@ options:
     default: 1800
 extends_documentation_fragment:
   - attestable.ami.attributes
+  - amazon.aws.tags
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -239,13 +248,18 @@ except ImportError:
     AWS_ERRORS = ()  # AnsibleAWSModule reports the missing dependency
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import AnsibleEC2Error
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import add_ec2_tags
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import describe_images
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import remove_ec2_tags
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import compare_aws_tags
 from ansible_collections.amazon.aws.plugins.module_utils.waiters import get_waiter
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ami_registration as reg
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as measurement_tags
 
 # EC2 is eventually consistent: an AMI just registered or copied answers InvalidAMIID.NotFound for a few seconds,
 # a snapshot just completed InvalidSnapshot.NotFound. Calls on resources this run made (and on the given snapshot)
@@ -255,6 +269,19 @@ NEW_IMAGE_RETRY = AWSRetry.jittered_backoff(retries=8, delay=1, max_delay=15,
                                                                      "InvalidAMIID.Unavailable"])
 NEW_SNAPSHOT_RETRY = AWSRetry.jittered_backoff(retries=4, delay=1, max_delay=8,
                                                catch_extra_error_codes=["InvalidSnapshot.NotFound"])
+
+
+class _CleanupFirst(object):
+    """The module as amazon.aws's tag helpers see it: their failures go through Publisher.fail, which first
+    removes what this run registered or copied."""
+
+    def __init__(self, publisher, region):
+        self.publisher = publisher
+        self.region = region
+        self.check_mode = publisher.module.check_mode
+
+    def fail_json_aws(self, exception, msg):
+        self.publisher.fail("%s in %s" % (msg, self.region), exception)
 
 
 class Publisher(object):
@@ -321,12 +348,11 @@ class Publisher(object):
         return images[0] if images else None
 
     def find(self, region):
-        try:
-            images = self.ec2(region).describe_images(
-                Owners=["self"], Filters=[{"Name": "name", "Values": [self.params["name"]]}], aws_retry=True
-            )["Images"]
-        except AWS_ERRORS as e:
-            self.fail("Failed to look up AMI %r in %s" % (self.params["name"], region), e)
+        try:  # amazon.aws's describe_images: every page, retried
+            images = describe_images(self.ec2(region), Owners=["self"],
+                                     Filters=[{"Name": "name", "Values": [self.params["name"]]}])
+        except AnsibleEC2Error as e:
+            self.fail("Failed to look up AMI %r in %s" % (self.params["name"], region), e.exception)
         images = [i for i in images if i.get("State") not in ("deregistered",)]
         return images[0] if images else None
 
@@ -372,17 +398,19 @@ class Publisher(object):
         return dict(desired, **measurement_tags.digest_tags(image_id, self.params["measurements"]))
 
     def ensure_tags(self, region, image_id, current, desired):
+        """Set missing or different tags (and with purge_tags remove unlisted ones) on one AMI.
+
+        amazon.aws's compare_aws_tags / add_ec2_tags / remove_ec2_tags on the tags DescribeImages already
+        returned: ensure_ec2_tags would read them again with DescribeTags (another call and IAM action)."""
         desired = self.tags_for(image_id, desired)
-        missing = dict((k, v) for k, v in desired.items() if current.get(k) != v)
-        if not missing:
+        to_set, to_unset = compare_aws_tags(current, desired, purge_tags=self.params["purge_tags"])
+        if not to_set and not to_unset:
             return
         self.changed = True
-        if self.module.check_mode:
-            return
-        try:
-            self.call(region, "create_tags", image_id, Resources=[image_id], Tags=reg.tag_list(missing))
-        except AWS_ERRORS as e:
-            self.fail("Failed to tag %s in %s" % (image_id, region), e)
+        retry_codes = ["InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"] if self.is_new(region, image_id) else []
+        module = _CleanupFirst(self, region)
+        remove_ec2_tags(self.ec2(region), module, image_id, to_unset, retry_codes=retry_codes)
+        add_ec2_tags(self.ec2(region), module, image_id, to_set, retry_codes=retry_codes)
 
     def ensure_permissions(self, region, image_id, desired):
         if desired is None:
@@ -595,6 +623,7 @@ def main():
         uefi_data=dict(type="str"),
         description=dict(type="str"),
         tags=dict(type="dict", aliases=["resource_tags"]),
+        purge_tags=dict(type="bool", default=False),
         measurements=dict(type="dict"),
         regions=dict(type="list", elements="str", default=[]),
         launch_permissions=dict(type="list", elements="str"),

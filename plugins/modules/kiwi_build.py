@@ -18,7 +18,8 @@ description:
   - When the hook does not copy the UKI beside the disk (AWS's sample hook and most users' hooks only move it
     inside the ESP), the module reads C(\EFI\BOOT\BOOTX64.EFI) (or C(BOOTAA64.EFI)) from the built disk's EFI
     System partition itself (GPT and FAT read in Python; no mount, no vfat driver, no mtools) and writes it beside
-    the disk; RV(uki_source) says which. When the hook did copy one, it must equal the one the ESP boots.
+    the disk; RV(uki_source) says which. When the hook did copy one, it must equal the one the ESP boots. A binary
+    there that is not a UKI (systemd-boot, GRUB) is not returned as the UKI.
   - Without a vfat driver in the kernel (no C(vfat) in C(/proc/filesystems)), KIWI can only mount the ESP
     through mount helpers that copy it into a ramfs, and C(bootctl) refuses such a mount as ESP ("is not a FAT
     EFI System Partition"); the module then runs kiwi-ng with C(SYSTEMD_RELAX_ESP_CHECKS=1) (unless
@@ -172,7 +173,8 @@ image:
 uki:
   description:
     - The final EFI binary the firmware boots, beside the disk (C(<disk stem>.efi)); null when the disk has no GPT
-      EFI System partition booting C(EFI/BOOT/BOOTX64.EFI)/C(BOOTAA64.EFI) and the hook copied none.
+      EFI System partition booting C(EFI/BOOT/BOOTX64.EFI)/C(BOOTAA64.EFI) and the hook copied none, or when that
+      binary is not a UKI (no C(.linux) section, e.g. systemd-boot or GRUB that the hook left there).
   returned: success
   type: str
   sample: /var/tmp/image/al2023-attestable.x86_64-1.0.0.efi

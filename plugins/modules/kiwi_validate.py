@@ -36,7 +36,13 @@ description:
     Packages that a collection pulls in as dependencies cannot be seen here; C(<ignore>) them.
   - Checks that every file the description references exists (C(editbootinstall)/C(editbootconfig) hooks,
     repository C(customize) scripts, C(<archive>)s, C(<file>)s, C(this://) repositories and signing keys) and fails
-    naming each missing one; see O(check_host_paths) for absolute paths.
+    naming each missing one; see O(check_host_paths) for absolute paths. Descriptions named C(config.xml) or
+    C(*.kiwi) alike.
+  - Also fails on files KIWI picks up by name that it would skip silently or fail on late - C(config.sh),
+    C(images.sh), C(disk.sh), C(pre_disk_sync.sh), C(post_bootstrap.sh), C(config-overlay.sh),
+    C(config-host-overlay.sh), the C(root/) overlay, C(root.tar.gz) and profile overlay directories that are
+    dangling symbolic links, scripts that are not regular files, a C(root.tar.gz) that is not a readable tar
+    archive - and warns when C(root/) hides a C(root.tar.gz).
   - Checks the description's C(schemaversion) against the schema the installed KIWI reads, first. KIWI upgrades
     older descriptions but not newer ones, so a newer one fails with both versions and the KIWI release needed.
     Run it where the build runs (e.g. delegated to the builder) to validate with the builder's own KIWI;
@@ -232,6 +238,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.attestable.ami.plugins.module_utils._kiwi import description as kiwi_description, findings as kiwi_findings
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi import references as kiwi_references
 
 
 def _missing_setting_findings(summary):
@@ -269,6 +276,8 @@ def main():
         module.fail_json(msg="kiwi_validate: %s" % exc, errors=exc.messages, description=path, **exc.details)
     except (IOError, OSError) as exc:
         module.fail_json(msg="kiwi_validate: cannot read description %s: %s" % (path, exc), description=path)
+    for line in kiwi_references.present_warnings(os.path.dirname(os.path.abspath(summary["config_file"]))):
+        module.warn("the description: %s" % line)
     for rel, kind in skipped:
         module.warn("the description holds %s, a %s: the digest counts it by its kind without reading it, and "
                     "KIWI copies it into the image if it is in root/" % (rel, kind))

@@ -306,7 +306,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_ta
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws import iam_principals
 from ansible_collections.attestable.ami.plugins.module_utils._aws import kms_policy
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
 
 _AMI_ID = r"^ami-[0-9a-f]{8,17}$"
 
@@ -339,13 +339,13 @@ def measurements_from_ami(module):
         module.fail_json(msg="image %r: no such AMI in region %s to read measurements from; give measurements"
                              % (image, region))
     tags = boto3_tag_list_to_ansible_dict(images[0].get("Tags", []))
-    if measurement_tags.TAG_PREFIX + "HashAlgorithm" not in tags:
-        module.fail_json(msg="image %r has no %sHashAlgorithm/%sPCR<n> tags (written by image_register); give "
-                             "measurements" % (image, measurement_tags.TAG_PREFIX, measurement_tags.TAG_PREFIX))
+    if meas.HASH_ALGORITHM_TAG not in tags:
+        module.fail_json(msg="image %r has no %s/%sPCR<n> tags (written by image_register); give "
+                             "measurements" % (image, meas.HASH_ALGORITHM_TAG, meas.TAG_PREFIX))
     try:
-        measurements, notes = measurement_tags.cross_check(image, tags, module.params["expected_measurements_digest"],
-                                                           module.params["expected_uki_sha256"])
-    except measurement_tags.TagError as exc:
+        measurements, notes = meas.cross_check(image, tags, module.params["expected_measurements_digest"],
+                                               module.params["expected_uki_sha256"])
+    except meas.TagError as exc:
         module.fail_json(msg=str(exc))
     module.warn("; ".join(notes))
     return measurements
@@ -373,7 +373,7 @@ def plan_statement(module):
                     % (params["image"], kms_policy.ADVISORY))
     facts["measurements_source"] = source
     if re.match(_AMI_ID, params["image"]):
-        facts["measurements_digest"] = measurement_tags.measurements_digest(params["image"], facts["measurements"])
+        facts["measurements_digest"] = meas.measurements_digest(params["image"], facts["measurements"])
     principals = kms_policy.normalize_principals(params["principals"])
     actions = kms_policy.normalize_actions(params["actions"])
     return statement, principals, actions, facts
@@ -420,7 +420,7 @@ def main():
             key_id=dict(type="str", required=True),
             image=dict(type="str", required=True),
             measurements=dict(type="dict"),
-            boot_mode=dict(type="str", choices=["standard", "secure_boot"]),
+            boot_mode=dict(type="str", choices=list(meas.BOOT_MODES)),
             pcrs=dict(type="list", elements="str"),
             allow_missing_pcr12=dict(type="bool", default=False),
             expect_nonzero_pcr12=dict(type="bool", default=False),

@@ -53,12 +53,12 @@ options:
     type: path
   arch:
     description:
-      - Guest architecture. V(aarch64) boots under C(qemu-system-aarch64) (machine C(virt)) with AAVMF and needs the
+      - Guest architecture; V(arm64) and V(aarch64) are the same. V(aarch64) boots under C(qemu-system-aarch64) (machine C(virt)) with AAVMF and needs the
         Debian packages C(qemu-system-arm) and C(qemu-efi-aarch64).
       - M(attestable.ami.pcr_compute) cannot predict a UKI made with Debian's arm64 stub 252 (it has no
         C(.sdmagic) section to tell the stub version); such a boot still reports what the firmware measured.
     type: str
-    choices: [x86_64, aarch64]
+    choices: [x86_64, arm64, aarch64]
     default: x86_64
   firmware_code:
     description:
@@ -274,6 +274,7 @@ console:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.attestable.ami.plugins.module_utils._boot.measure import MeasuredBootError, measure
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures
 
 
 def main():
@@ -281,7 +282,7 @@ def main():
         argument_spec=dict(
             uki=dict(type="path"),
             disk=dict(type="path"),
-            arch=dict(type="str", default="x86_64", choices=["x86_64", "aarch64"]),
+            arch=dict(type="str", default="x86_64", choices=list(architectures.ACCEPTED)),
             firmware_code=dict(type="path"),
             firmware_vars=dict(type="path"),
             pk=dict(type="path"),

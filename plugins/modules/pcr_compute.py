@@ -212,7 +212,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file, measurements as meas
 from ansible_collections.attestable.ami.plugins.module_utils._pcr import aws_tool as nitro_tpm_tool, engine as pcr_engine
 from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import PEFILE_IMPORT_ERROR
 
@@ -266,7 +266,7 @@ def _tool_engine(module, inputs):
 def _fail_on_disagreement(module, python, tool):
     if tool["measurements"] == python["measurements"]:
         return
-    differing = [k for k in ("PCR4", "PCR7", "PCR12") if tool["measurements"][k] != python["measurements"][k]]
+    differing = [k for k in meas.REFERENCE_PCRS if tool["measurements"][k] != python["measurements"][k]]
     module.fail_json(
         msg="the engines disagree on %s: python computed %s, nitro-tpm-pcr-compute printed %s. Do not use either "
             "value in a key policy until this is understood; the events show what the python engine extended."
@@ -363,7 +363,7 @@ def main():
     inputs = dict((key, module.params[key]) for key in ("images", "pk", "kek", "db", "dbx"))
     result = _compute(module, inputs)
     result["boot_mode"] = pcr_engine.boot_mode(inputs["pk"], inputs["kek"], inputs["db"])
-    if result["boot_mode"] == "standard" and (inputs["kek"] or inputs["db"]):
+    if result["boot_mode"] == meas.STANDARD and (inputs["kek"] or inputs["db"]):
         module.warn("kek/db given without pk: Secure Boot is not enforced without a PK, so boot_mode is standard; "
                     "bind PCR4 and PCR12 (a PCR7 of these variables alone would accept any image)")
     result["changed"] = False

@@ -60,10 +60,19 @@ options:
     type: str
   tags:
     description:
-      - Tags for the snapshot. On an existing snapshot, missing or different tags are set; others are kept.
+      - Tags for the snapshot. On an existing snapshot, missing or different tags are set; others are kept
+        unless O(purge_tags=true).
       - Values that are numbers or booleans are written as their text (V(42), V(True)).
     type: dict
     aliases: ['resource_tags']
+  purge_tags:
+    description:
+      - With O(tags) set, remove the tags of a reused snapshot that O(tags) does not list (needs
+        C(ec2:DeleteTags)). The C(attestable:image-sha256) and C(attestable:image-size) tags and tag keys
+        beginning with V(aws:) are never removed.
+      - The default keeps tags others have set, unlike amazon.aws's modules.
+    type: bool
+    default: false
   encrypted:
     description:
       - Encrypt the snapshot. Implied by O(kms_key_id).
@@ -114,6 +123,7 @@ options:
     default: 1800
 extends_documentation_fragment:
   - attestable.ami.attributes
+  - amazon.aws.tags
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
@@ -214,10 +224,15 @@ try:
 except ImportError:
     AWS_ERRORS = ()  # AnsibleAWSModule reports the missing dependency
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import AnsibleEC2Error
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import add_ec2_tags
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import delete_snapshot
+from ansible_collections.amazon.aws.plugins.module_utils.ec2 import remove_ec2_tags
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import ansible_dict_to_boto3_tag_list
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_list_to_ansible_dict
+from ansible_collections.amazon.aws.plugins.module_utils.tagging import compare_aws_tags
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
 
@@ -227,14 +242,17 @@ NEW_SNAPSHOT_RETRY = AWSRetry.jittered_backoff(retries=8, delay=1, max_delay=15,
                                                catch_extra_error_codes=["InvalidSnapshot.NotFound"])
 
 
+@AWSRetry.jittered_backoff()
+def describe_all_snapshots(ec2, **params):
+    """Every page of DescribeSnapshots, the whole walk retried (a paginator's own calls are not)."""
+    return ec2.get_paginator("describe_snapshots").paginate(**params).build_full_result()["Snapshots"]
+
+
 def find_snapshots(module, ec2, image_size, volume_size, encrypted, kms_key_id):
     """Completed (or completing) snapshots uploaded from an image of this size that fit the request."""
     try:
-        paginator = ec2.get_paginator("describe_snapshots")
-        snapshots = AWSRetry.jittered_backoff()(paginator.paginate(
-            OwnerIds=["self"],
-            Filters=[{"Name": "tag:%s" % ebs_upload.SIZE_TAG, "Values": [str(image_size)]}],
-        ).build_full_result)()["Snapshots"]
+        snapshots = describe_all_snapshots(
+            ec2, OwnerIds=["self"], Filters=[{"Name": "tag:%s" % ebs_upload.SIZE_TAG, "Values": [str(image_size)]}])
     except AWS_ERRORS as e:
         module.fail_json_aws(e, msg="Failed to look for an earlier upload of the image")
     candidates = []
@@ -257,9 +275,15 @@ def tagged_with(snapshots, image_sha256):
     return list(reversed(found))
 
 
-def tags_to_add(current, wanted):
-    wanted = dict((k, ebs_upload.tag_value(v)) for k, v in (wanted or {}).items())
-    return dict((k, v) for k, v in wanted.items() if current.get(k) != v)
+def tag_changes(current, wanted, identity, purge):
+    """(tags to set, tag keys to remove) on a reused snapshot; its identity tags are never removed.
+
+    amazon.aws's compare_aws_tags on the tags DescribeSnapshots already returned: ensure_ec2_tags would read them
+    again with DescribeTags (another call, and an IAM action the role's policies do not grant)."""
+    if wanted is None:
+        return {}, []
+    to_set, to_unset = compare_aws_tags(current, dict(wanted, **identity), purge_tags=purge)
+    return dict((k, v) for k, v in to_set.items() if k not in identity), to_unset
 
 
 def wait_completed(module, ec2, snapshot_id):
@@ -275,13 +299,14 @@ def wait_completed(module, ec2, snapshot_id):
 
 
 def delete_snapshot_quietly(ec2, snapshot_id):
-    """Delete a snapshot this run made; returns None, or why it could not be deleted (never raises AWS errors)."""
+    """Delete a snapshot this run made; returns None, or why it could not be deleted (never raises AWS errors).
+
+    amazon.aws's delete_snapshot retries throttling and takes InvalidSnapshot.NotFound as already deleted."""
     try:
-        ec2.delete_snapshot(SnapshotId=snapshot_id, aws_retry=True)
-    except is_boto3_error_code("InvalidSnapshot.NotFound"):
-        pass
-    except AWS_ERRORS as e:  # pylint: disable=duplicate-except
-        return ebs_upload.describe_error(e) if isinstance(e, botocore.exceptions.ClientError) else str(e)
+        delete_snapshot(ec2, snapshot_id)
+    except AnsibleEC2Error as e:
+        cause = e.exception
+        return ebs_upload.describe_error(cause) if isinstance(cause, botocore.exceptions.ClientError) else str(e)
     return None
 
 
@@ -294,19 +319,22 @@ def upload(module, ec2, size, image_sha256, volume_size):
     """Upload the image; image_sha256 (if known) is checked against what is read."""
     params = module.params
     workers = params["workers"]
+    # Retries are per block, in ebs_upload (AWSRetry does not retry connection errors and cannot count per
+    # block); one pooled connection per worker (botocore's default pool has 10).
     config = botocore.config.Config(retries={"total_max_attempts": 1}, max_pool_connections=workers + 2)
-    ebs = module.client("ebs", config=config)  # retries are per block, in ebs_upload
+    ebs = module.client("ebs", config=config)
+    tags = ansible_dict_to_boto3_tag_list(params["tags"]) if params["tags"] else None
     try:
         figures = ebs_upload.upload_image(
-            ebs, params["src"], volume_size=volume_size, tags=params["tags"], description=params["description"],
+            ebs, params["src"], volume_size=volume_size, tags=tags, description=params["description"],
             encrypted=params["encrypted"], kms_key_id=params["kms_key_id"], workers=workers,
             expected_sha256=image_sha256, consistency_seconds=params["consistency_timeout"],
             delete_snapshot=lambda sid: raise_on_failure(delete_snapshot_quietly(ec2, sid)))
     except ebs_upload.UploadError as e:
         module.fail_json(msg=str(e), snapshot_id=e.snapshot_id)
     snapshot_id = figures["snapshot_id"]
-    identity = [{"Key": ebs_upload.SHA256_TAG, "Value": figures["image_sha256"]},
-                {"Key": ebs_upload.SIZE_TAG, "Value": str(size)}]
+    identity = ansible_dict_to_boto3_tag_list({ebs_upload.SHA256_TAG: figures["image_sha256"],
+                                               ebs_upload.SIZE_TAG: size})
     try:
         NEW_SNAPSHOT_RETRY(ec2.create_tags)(Resources=[snapshot_id], Tags=identity)
     except AWS_ERRORS as e:
@@ -360,6 +388,7 @@ def main():
         volume_size=dict(type="int"),
         description=dict(type="str"),
         tags=dict(type="dict", aliases=["resource_tags"]),
+        purge_tags=dict(type="bool", default=False),
         encrypted=dict(type="bool", default=False),
         kms_key_id=dict(type="str"),
         workers=dict(type="int", default=8),
@@ -408,15 +437,12 @@ def main():
 
     if existing:
         result["snapshot_id"] = existing["SnapshotId"]
-        missing = tags_to_add(boto3_tag_list_to_ansible_dict(existing.get("Tags", [])), params["tags"])
-        if missing:
-            result["changed"] = True
-            if not module.check_mode:
-                try:
-                    ec2.create_tags(Resources=[existing["SnapshotId"]], aws_retry=True,
-                                    Tags=[{"Key": k, "Value": v} for k, v in sorted(missing.items())])
-                except AWS_ERRORS as e:
-                    module.fail_json_aws(e, msg="Failed to tag snapshot %s" % existing["SnapshotId"])
+        current = boto3_tag_list_to_ansible_dict(existing.get("Tags", []))
+        identity = dict((k, current[k]) for k in (ebs_upload.SHA256_TAG, ebs_upload.SIZE_TAG) if k in current)
+        to_set, to_unset = tag_changes(current, params["tags"], identity, params["purge_tags"])
+        # amazon.aws's add_ec2_tags/remove_ec2_tags: retried, nothing sent in check mode, fail_json_aws on errors.
+        result["changed"] |= remove_ec2_tags(ec2, module, existing["SnapshotId"], to_unset)
+        result["changed"] |= add_ec2_tags(ec2, module, existing["SnapshotId"], to_set)
         if params["wait"] and existing.get("State") != "completed" and not module.check_mode:
             wait_completed(module, ec2, existing["SnapshotId"])
     else:

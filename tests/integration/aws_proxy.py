@@ -135,9 +135,9 @@ class RecordingProxy(object):
         self.thread.start()
 
     def _record(self, method, path, headers, body):
-        scope = re.search(r"Credential=[^/]+/[0-9]+/([^/]+)/", headers.get("Authorization", ""))
+        scope = re.search(r"Credential=([^/]+)/[0-9]+/([^/]+)/", headers.get("Authorization", ""))
         entry = {"method": method, "path": path, "target": headers.get("X-Amz-Target", ""), "params": {},
-                 "region": scope.group(1) if scope else None}
+                 "region": scope.group(2) if scope else None, "access_key": scope.group(1) if scope else None}
         if headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
             entry["params"] = dict((k, v[0]) for k, v in parse_qs(body.decode("utf-8")).items())
         with self.lock:

@@ -11,14 +11,13 @@ import binascii
 import re
 import struct
 
-from ansible_collections.attestable.ami.plugins.module_utils.manifest import PCR_KEY, ManifestError, validate_measurements
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, measurements as meas
 
-TAG_PREFIX = "attestable:"
-HASH_ALGORITHM_TAG = TAG_PREFIX + "HashAlgorithm"
-SNAPSHOT_TAG = TAG_PREFIX + "SnapshotId"
-ARCHITECTURES = ("x86_64", "arm64")
+TAG_PREFIX = meas.TAG_PREFIX
+HASH_ALGORITHM_TAG = meas.HASH_ALGORITHM_TAG
+SNAPSHOT_TAG = meas.SNAPSHOT_TAG
+ARCHITECTURES = architectures.ACCEPTED  # x86_64, arm64, aarch64; EC2 is given its own name (arm64)
 
-_MEASUREMENT_TAG = re.compile(r"^attestable:(HashAlgorithm|PCR([0-9]|1[0-9]|2[0-3]))$")
 _NAME = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8,17}$")
 _ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
@@ -34,23 +33,14 @@ class RegistrationError(ValueError):
 def measurement_tags(measurements):
     """{"attestable:HashAlgorithm": "SHA384", "attestable:PCR4": ..., ...} for a pcr_compute result."""
     try:
-        validate_measurements(measurements, "measurements")
-    except ManifestError as exc:
+        return meas.to_tags(measurements, "measurements")
+    except meas.MeasurementError as exc:
         raise RegistrationError(str(exc))
-    tags = {HASH_ALGORITHM_TAG: measurements["HashAlgorithm"]}
-    for key, value in measurements.items():
-        if PCR_KEY.match(key):
-            tags[TAG_PREFIX + key] = value
-    return tags
 
 
 def measurements_from_tags(tags):
     """The inverse of measurement_tags: {"HashAlgorithm": ..., "PCR4": ...} from an AMI's tags ({} if none)."""
-    result = {}
-    for key, value in (tags or {}).items():
-        if _MEASUREMENT_TAG.match(key):
-            result[key[len(TAG_PREFIX):]] = value
-    return result
+    return meas.from_tags(tags)
 
 
 def validate_name(name):
@@ -62,9 +52,11 @@ def validate_name(name):
 
 
 def validate_architecture(architecture):
-    if architecture not in ARCHITECTURES:
+    """EC2's name (x86_64 or arm64) for an accepted spelling."""
+    try:
+        return architectures.name_for(architecture, "aws")
+    except architectures.ArchitectureError:
         raise RegistrationError("architecture: expected one of %s, got %r" % (", ".join(ARCHITECTURES), architecture))
-    return architecture
 
 
 def validate_snapshot_id(snapshot_id):
@@ -214,10 +206,11 @@ def image_differences(image, desired_tags, architecture=None, check_measurements
     attributes EC2 reports (architecture, boot mode, TPM support) where it reports them.
     """
     current = tag_dict(image.get("Tags"))
+    architecture = validate_architecture(architecture) if architecture else architecture
     problems = []
     keys = [SNAPSHOT_TAG]
     if check_measurements:
-        keys += sorted(set(k for k in list(desired_tags) + list(current) if _MEASUREMENT_TAG.match(k)))
+        keys += sorted(set(k for k in list(desired_tags) + list(current) if meas.is_measurement_tag(k)))
     for key in keys:
         if current.get(key) != desired_tags.get(key):
             problems.append("tag %s is %r, wanted %r" % (key, current.get(key), desired_tags.get(key)))

@@ -26,6 +26,8 @@ import uuid
 
 from queue import Queue
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as _tag_keys
+
 try:
     import botocore.exceptions as _botocore_exceptions
 except ImportError:  # pragma: no cover - the module reports the missing dependency itself
@@ -34,8 +36,8 @@ except ImportError:  # pragma: no cover - the module reports the missing depende
 BLOCK_SIZE = 512 * 1024
 GIB = 1024 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
-SHA256_TAG = "attestable:image-sha256"
-SIZE_TAG = "attestable:image-size"
+SHA256_TAG = _tag_keys.IMAGE_SHA256_TAG  # the collection's tag keys are listed in _common/measurements.py
+SIZE_TAG = _tag_keys.IMAGE_SIZE_TAG
 NOT_FOUND_CODES = frozenset(["ResourceNotFoundException"])
 # How long the EBS team advises retrying "does not exist" for a just-started snapshot (coldsnap #43 / #56).
 DEFAULT_CONSISTENCY_SECONDS = 120
@@ -203,6 +205,9 @@ class _Counter(object):
             self.retries += retries
 
 
+# Our own retry, not amazon.aws's AWSRetry: AWSRetry does not retry connection errors (a dropped connection
+# mid-block is the common failure of a long upload), cannot count requests and retries per block for the
+# result, and this file must run on the builder's Python 3.9 without Ansible.
 def call_with_retry(func, policy, counter, what, window=None, **kwargs):
     """Call func(**kwargs), retrying retryable errors per policy; raises UploadError when it gives up.
 
@@ -238,12 +243,21 @@ def tag_value(value):
     return value if isinstance(value, str) else str(value)
 
 
+def tag_list(tags):
+    """StartSnapshot's Tags from a dict (sorted by key, values as text) or a ready [{"Key": ..., "Value": ...}]
+    list (the module passes amazon.aws's ansible_dict_to_boto3_tag_list; this file imports nothing from Ansible)."""
+    if isinstance(tags, dict):
+        return [{"Key": k, "Value": tag_value(v)} for k, v in sorted(tags.items())]
+    return sorted(({"Key": t["Key"], "Value": tag_value(t["Value"])} for t in tags), key=lambda t: t["Key"])
+
+
 def upload_image(ebs, path, volume_size=None, tags=None, description=None, encrypted=False, kms_key_id=None,
                  workers=8, expected_sha256=None, timeout_minutes=None, retry=None, delete_snapshot=None,
                  consistency_seconds=DEFAULT_CONSISTENCY_SECONDS):
     """Upload the raw image at path to a new snapshot; returns a dict of figures (see the keys below).
 
     ebs: a botocore "ebs" client (without botocore retries, so that retries are counted here).
+    tags: a dict, or a list of {"Key": ..., "Value": ...}.
     delete_snapshot: callable(snapshot_id) used to remove the snapshot when the upload fails.
     expected_sha256: when given, the image read during upload must have this SHA-256, or nothing is kept.
     consistency_seconds: how long after StartSnapshot a "does not exist" answer for the new snapshot is retried.
@@ -264,7 +278,7 @@ def upload_image(ebs, path, volume_size=None, tags=None, description=None, encry
     start_args = dict(VolumeSize=volume_size, ClientToken=str(uuid.uuid4()),
                       Timeout=timeout_minutes or max(60, min(4320, 60 + size // GIB * 10)))
     if tags:
-        start_args["Tags"] = [{"Key": k, "Value": tag_value(v)} for k, v in sorted(tags.items())]
+        start_args["Tags"] = tag_list(tags)
     if description:
         start_args["Description"] = description
     if encrypted or kms_key_id:
@@ -363,6 +377,9 @@ def _write_blocks(ebs, snapshot_id, path, size, workers, retry, counter, window=
                     skipped += 1
                     continue
                 work.put((index, pad_block(data)))
+    except BaseException:
+        failed.set()  # an interrupt (or error) while reading: the workers drop what is queued instead of sending it
+        raise
     finally:
         for _thread in threads:
             work.put(None)

@@ -24,8 +24,7 @@ import hashlib
 import json
 import re
 
-from ansible_collections.attestable.ami.plugins.module_utils.manifest import ManifestError
-from ansible_collections.attestable.ami.plugins.module_utils.manifest import validate_measurements
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
 from ansible_collections.attestable.ami.plugins.module_utils._aws import kms_policy_simulator as simulator
 
 SID_PREFIX = "AttestableAMI-"
@@ -39,15 +38,14 @@ DEFAULT_ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey"]
 
 STANDARD_BOOT_PCR7 = ("98441c7f7625d10058c47683aec486ce311c633235eb555593a7ee791121e3578ae72d04ecef661f272d59058b77af35")
 ZERO_PCR = "0" * 96
-BOOT_MODES = ("standard", "secure_boot")
-DEFAULT_PCRS = {"standard": ["PCR4", "PCR12"], "secure_boot": ["PCR7", "PCR12"]}
-_HEX96 = re.compile(r"^[0-9a-f]{96}$")
+BOOT_MODES = meas.BOOT_MODES
+DEFAULT_PCRS = {meas.STANDARD: ["PCR4", "PCR12"], meas.SECURE_BOOT: ["PCR7", "PCR12"]}
 ADVISORY = ("without Secure Boot, whoever can change the instance's UEFI data can inject a kernel command line "
             "(for example one that disables dm-verity) without changing PCR4; only PCR12 (48 zero bytes for an "
             "untampered boot) shows it (advisory GHSA-xrv8-2pf5-f3q7)")
 
 _PRINCIPAL_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
-_PCR_NAME = re.compile(r"^(?:PCR)?([0-9]|1[0-9]|2[0-3])$", re.IGNORECASE)
+_PCR_NAME = meas.PCR_NAME
 _SID_SAFE = re.compile(r"[A-Za-z0-9-]")
 
 
@@ -114,23 +112,18 @@ def normalize_pcr_names(pcrs):
     """['PCR4', 12, '7'] -> ['PCR4', 'PCR7', 'PCR12'] (sorted by index, no duplicates)."""
     if not isinstance(pcrs, list) or not pcrs:
         raise PolicyError("pcrs must be a non-empty list of PCR names such as ['PCR4', 'PCR12'], got %r" % (pcrs,))
-    indexes = set()
-    for name in pcrs:
-        match = _PCR_NAME.match(str(name))
-        if not match:
-            raise PolicyError("pcrs: %r is not a PCR name; expected PCR0 to PCR23 (e.g. PCR4, PCR7, PCR12)" % (name,))
-        indexes.add(int(match.group(1)))
-    return ["PCR%d" % i for i in sorted(indexes)]
+    try:
+        names = set(meas.pcr_name(name, "pcrs") for name in pcrs)
+    except meas.MeasurementError as exc:
+        raise PolicyError(str(exc))
+    return sorted(names, key=meas.pcr_index)
 
 
 def prepare_measurements(measurements):
     """A copy of measurements with PCR values lowercased, validated as pcr_compute's output."""
-    if isinstance(measurements, dict):
-        measurements = dict((k, v.lower() if isinstance(v, str) and k.upper().startswith("PCR") else v)
-                            for k, v in measurements.items())
     try:
-        return validate_measurements(measurements)
-    except ManifestError as exc:
+        return meas.normalize(measurements)
+    except meas.MeasurementError as exc:
         raise PolicyError(str(exc))
 
 
@@ -143,17 +136,15 @@ def resolve_boot_mode(option, measurements, where="measurements"):
                           "not set); it is never guessed from PCR values. Set boot_mode to standard or secure_boot "
                           "(role: kms_authorize_boot_mode), or give measurements with boot_mode as "
                           "attestable.ami.pcr_compute returns them (the manifest's measurements.boot_mode)" % where)
-    normalized = str(value).strip().lower().replace("-", "_").replace(" ", "_")
-    if normalized in ("secureboot", "secure"):
-        normalized = "secure_boot"
-    if normalized not in BOOT_MODES:
-        raise PolicyError("boot_mode must be one of %s, got %r" % (", ".join(BOOT_MODES), value))
-    return normalized
+    try:
+        return meas.boot_mode(value, "boot_mode")
+    except meas.MeasurementError as exc:
+        raise PolicyError(str(exc))
 
 
 def check_binding(boot_mode, pcrs, measurements, allow_missing_pcr12=False, expect_nonzero_pcr12=False):
     """Refuse bindings that let other images (or a tampered boot) through."""
-    if boot_mode == "standard":
+    if boot_mode == meas.STANDARD:
         if "PCR4" not in pcrs:
             raise PolicyError("pcrs %s for a standard-boot image must include PCR4 (the boot applications: the "
                               "image itself); without it any image would be accepted" % pcrs)
@@ -167,9 +158,9 @@ def check_binding(boot_mode, pcrs, measurements, allow_missing_pcr12=False, expe
     missing = [p for p in pcrs if p not in measurements]
     if missing:
         raise PolicyError("measurements hold no value for %s (they have %s); measure the image again or choose pcrs "
-                          "it has" % (", ".join(missing), ", ".join(k for k in measurements if k.startswith("PCR"))))
+                          "it has" % (", ".join(missing), ", ".join(k for k in measurements if meas.is_pcr_key(k))))
     pcr7 = str(measurements.get("PCR7", "")).lower()
-    if boot_mode == "secure_boot" and pcr7 == STANDARD_BOOT_PCR7:
+    if boot_mode == meas.SECURE_BOOT and pcr7 == STANDARD_BOOT_PCR7:
         raise PolicyError("boot_mode is secure_boot but the measured PCR7 (%s) equals the standard-boot value (%s): "
                           "every instance of any image booted without Secure Boot reports that PCR7, so binding it "
                           "would let them all in. Measure with the Secure Boot variables (pcr_compute's pk, kek, db) "
@@ -273,7 +264,7 @@ def is_module_form(statement):
     if not isinstance(keys, dict) or not keys:
         return False
     return all(simulator.is_pcr_key(k) and _PCR_NAME.match(k[len(simulator.PCR_KEY_PREFIX):])
-               and isinstance(v, str) and _HEX96.match(v) for k, v in keys.items())
+               and meas.is_pcr_value(v, any_case=False) for k, v in keys.items())
 
 
 def hand_edit_reason(statement):

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read a guest's serial console: strip terminal escapes, keep the last lines, tell how a boot failed.
 
 Plain Python (3.9+), no Ansible imports.

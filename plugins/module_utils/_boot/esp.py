@@ -1,7 +1,10 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """EFI System Partition images and GPT disk images, built and read without mounting anything.
 
-Plain Python (3.9+), no Ansible imports. Runs mkfs.vfat (dosfstools), mmd/mcopy (mtools) and sgdisk (gdisk);
-the kernel's vfat driver is never needed (it is missing on the build machines).
+Plain Python (3.9+), no Ansible imports. Runs mkfs.vfat (dosfstools), mmd/mcopy (mtools) and sgdisk (gdisk)
+through processes.run; the kernel's vfat driver is never needed (it is missing on the build machines). Every
+file is written through atomic_file: built or copied beside its destination, renamed into place only when
+complete, so a failure leaves no half-made image.
 
     make_esp(path, files)             FAT32 image holding files ({"EFI/BOOT/BOOTX64.EFI": source path})
     make_gpt_disk(path, esp_path)     raw GPT disk with one EFI System partition holding that ESP image
@@ -14,8 +17,9 @@ the kernel's vfat driver is never needed (it is missing on the build machines).
 import os
 import platform
 import struct
-import subprocess
 import uuid
+
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, atomic_file, processes
 
 SECTOR = 512
 MIB = 1024 * 1024
@@ -30,16 +34,26 @@ class EspImageError(Exception):
     """An image could not be made or read; the message names the file and the problem."""
 
 
+# seconds one mkfs.vfat, mmd, mcopy or sgdisk call may take (they take well under a second per file)
+TOOL_TIMEOUT = 600
+
+
 def _run(argv, what):
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              check=False)
-    except OSError as exc:
-        raise EspImageError("%s: cannot run %s (%s); install dosfstools, mtools and gdisk" % (what, argv[0], exc))
+        proc = processes.run(argv, timeout=TOOL_TIMEOUT)
+    except processes.ProcessNotStarted as exc:
+        raise EspImageError("%s: cannot run %s (%s); install dosfstools, mtools and gdisk"
+                            % (what, argv[0], exc.os_error))
+    except processes.ProcessTimeout as exc:
+        raise EspImageError("%s: %s" % (what, exc))
     if proc.returncode != 0:
         raise EspImageError("%s: %s failed (rc=%d): %s" % (
-            what, argv[0], proc.returncode, proc.stderr.decode("utf-8", "replace").strip()))
+            what, argv[0], proc.returncode, processes.output_tail(proc.stderr)))
     return proc
+
+
+def _unsafe(exc):
+    return EspImageError(str(exc))
 
 
 def esp_size(files):
@@ -55,18 +69,22 @@ def make_esp(path, files, size=None):
         if not os.path.isfile(src):
             raise EspImageError("%s: no such file to put on the ESP" % src)
     size = size or esp_size(files)
-    with open(path, "wb") as image:
-        image.truncate(size)
-    _run(["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", _VOLUME_ID, "--invariant", path], path)
-    made = set()
-    for inner in sorted(files):
-        parts = inner.strip("/").split("/")
-        for depth in range(1, len(parts)):
-            directory = "/".join(parts[:depth])
-            if directory not in made:
-                _run(["mmd", "-i", path, "::/" + directory], path)
-                made.add(directory)
-        _run(["mcopy", "-i", path, files[inner], "::/" + "/".join(parts)], path)
+    try:
+        with atomic_file.replacing(path) as tmp:
+            with open(tmp, "r+b") as image:
+                image.truncate(size)
+            _run(["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", _VOLUME_ID, "--invariant", tmp], path)
+            made = set()
+            for inner in sorted(files):
+                parts = inner.strip("/").split("/")
+                for depth in range(1, len(parts)):
+                    directory = "/".join(parts[:depth])
+                    if directory not in made:
+                        _run(["mmd", "-i", tmp, "::/" + directory], path)
+                        made.add(directory)
+                _run(["mcopy", "-i", tmp, files[inner], "::/" + "/".join(parts)], path)
+    except atomic_file.UnsafeFileError as exc:
+        raise _unsafe(exc)
     return path
 
 
@@ -76,18 +94,22 @@ def make_gpt_disk(path, esp_path):
     esp_sectors = (esp_bytes + SECTOR - 1) // SECTOR
     start = MIB // SECTOR
     total = start + esp_sectors + start
-    with open(path, "wb") as disk:
-        disk.truncate(total * SECTOR)
-    _run(["sgdisk", "--clear", "--disk-guid=" + _DISK_GUID,
-          "--new=1:%d:%d" % (start, start + esp_sectors - 1), "--typecode=1:ef00", "--change-name=1:ESP",
-          "--partition-guid=1:" + _PARTITION_GUID, path], path)
-    with open(esp_path, "rb") as src, open(path, "r+b") as disk:
-        disk.seek(start * SECTOR)
-        while True:
-            chunk = src.read(4 * MIB)
-            if not chunk:
-                break
-            disk.write(chunk)
+    try:
+        with atomic_file.replacing(path) as tmp:
+            with open(tmp, "r+b") as disk:
+                disk.truncate(total * SECTOR)
+            _run(["sgdisk", "--clear", "--disk-guid=" + _DISK_GUID,
+                  "--new=1:%d:%d" % (start, start + esp_sectors - 1), "--typecode=1:ef00", "--change-name=1:ESP",
+                  "--partition-guid=1:" + _PARTITION_GUID, tmp], path)
+            with open(esp_path, "rb") as src, open(tmp, "r+b") as disk:
+                disk.seek(start * SECTOR)
+                while True:
+                    chunk = src.read(4 * MIB)
+                    if not chunk:
+                        break
+                    disk.write(chunk)
+    except atomic_file.UnsafeFileError as exc:
+        raise _unsafe(exc)
     return path
 
 
@@ -116,16 +138,16 @@ def find_esp(disk_path):
 def extract_file(image_path, inner, dest, offset=0):
     """Copy ::/inner out of a FAT image (at a byte offset, for a partition inside a disk) to dest."""
     target = image_path if not offset else "%s@@%d" % (image_path, offset)
-    _run(["mcopy", "-n", "-i", target, "::/" + inner.strip("/"), dest], "%s:%s" % (image_path, inner))
+    try:
+        with atomic_file.replacing(dest) as tmp:
+            _run(["mcopy", "-n", "-i", target, "::/" + inner.strip("/"), tmp], "%s:%s" % (image_path, inner))
+    except atomic_file.UnsafeFileError as exc:
+        raise _unsafe(exc)
     return dest
 
 
 # The removable-media boot loader paths firmware looks for, by machine architecture (UEFI spec 3.5.1.1).
-BOOT_LOADERS = {
-    "x86_64": "EFI/BOOT/BOOTX64.EFI",
-    "aarch64": "EFI/BOOT/BOOTAA64.EFI",
-}
-_ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+BOOT_LOADERS = architectures.boot_files()  # {"x86_64": "EFI/BOOT/BOOTX64.EFI", "aarch64": "EFI/BOOT/BOOTAA64.EFI"}
 _CHUNK = 4 * MIB
 
 
@@ -241,18 +263,20 @@ class _Fat(object):
         raise EspImageError("%s: %r is not a file path" % (self.where, inner))
 
     def copy(self, inner, dest):
+        """Write the file to dest (through atomic_file: dest changes only when the whole file was read)."""
         first, size = self.find(inner)
         left = size
-        with open(dest, "wb") as out:
-            if size:
-                for cluster in self.chain(first):
-                    chunk = self._cluster_data(cluster)[:left]
-                    out.write(chunk)
-                    left -= len(chunk)
-                    if left <= 0:
-                        break
-        if left > 0:
-            raise EspImageError("%s: %s is cut short (%d of %d bytes)" % (self.where, inner, size - left, size))
+        with atomic_file.replacing(dest) as tmp:
+            with open(tmp, "wb") as out:
+                if size:
+                    for cluster in self.chain(first):
+                        chunk = self._cluster_data(cluster)[:left]
+                        out.write(chunk)
+                        left -= len(chunk)
+                        if left <= 0:
+                            break
+            if left > 0:
+                raise EspImageError("%s: %s is cut short (%d of %d bytes)" % (self.where, inner, size - left, size))
         return size
 
 
@@ -262,6 +286,8 @@ def read_fat_file(image_path, inner, dest, offset=0):
     try:
         with open(image_path, "rb") as handle:
             _Fat(handle, offset, where).copy(inner, dest)
+    except atomic_file.UnsafeFileError as exc:
+        raise _unsafe(exc)
     except (IOError, OSError) as exc:
         raise EspImageError("%s: cannot read %s: %s" % (where, inner, exc))
     except struct.error as exc:
@@ -271,8 +297,10 @@ def read_fat_file(image_path, inner, dest, offset=0):
 
 def boot_loader_candidates(architecture=None):
     """The EFI/BOOT/BOOT<arch>.EFI paths to try, the given (or this machine's) architecture first."""
-    arch = _ARCH_ALIASES.get((architecture or platform.machine() or "").lower())
-    first = [BOOT_LOADERS[arch]] if arch else []
+    try:
+        first = [architectures.boot_file((architecture or platform.machine() or "").lower(), machine=True)]
+    except architectures.ArchitectureError:
+        first = []
     return first + [path for path in sorted(BOOT_LOADERS.values()) if path not in first]
 
 
@@ -288,9 +316,7 @@ def copy_boot_loader(disk_path, dest, architecture=None):
         try:
             read_fat_file(disk_path, inner, dest, offset)
             return inner
-        except EspImageError as exc:
-            if os.path.exists(dest):
-                os.unlink(dest)
+        except EspImageError as exc:  # dest was not touched (atomic_file)
             if "on the FAT file system" not in str(exc):
                 raise
             missing.append(inner)

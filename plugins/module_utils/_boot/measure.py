@@ -17,10 +17,9 @@ import tempfile
 from ansible_collections.attestable.ami.plugins.module_utils._boot import console as boot_console, esp as esp_image
 from ansible_collections.attestable.ami.plugins.module_utils._boot import ovmf_vars, qemu as qemu_boot
 from ansible_collections.attestable.ami.plugins.module_utils._pcr import efi_siglist
-from ansible_collections.attestable.ami.plugins.module_utils.manifest import PCR_KEY
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, measurements as meas
 
 REFERENCE_PCRS = (4, 7, 12)
-_HEX = re.compile(r"^[0-9a-fA-F]+$")
 _DIGEST_SIZES = {"sha384": 48, "sha256": 32}
 KEY_OPTIONS = ("pk", "kek", "db", "dbx")
 # Seconds to wait by default: firmware to ExitBootServices (~10-30 s under TCG), an OS to userspace (~1 min
@@ -44,18 +43,18 @@ def check_expected(expected):
                                 "({HashAlgorithm: SHA384, PCR4: <96 hex>, PCR7: ..., PCR12: ...})")
     pcrs = {}
     for key, value in expected.items():
-        if key == "HashAlgorithm":
-            if str(value).upper() != "SHA384":
+        if key == meas.HASH_ALGORITHM_KEY:
+            if not meas.is_hash_algorithm(str(value), any_case=True):
                 raise MeasuredBootError("expected: HashAlgorithm %r is not supported (expected SHA384)" % (value,))
             continue
-        match = PCR_KEY.match(str(key))
-        if not match:
+        index = meas.pcr_index(key)
+        if index is None:
             raise MeasuredBootError("expected: key %r is not a PCR (expected HashAlgorithm and PCR0 to PCR23, "
                                     "as pcr_compute returns in measurements)" % (key,))
-        if not isinstance(value, str) or len(value) != 96 or not _HEX.match(value):
+        if not meas.is_pcr_value(value):
             raise MeasuredBootError("expected: %s must be 96 hexadecimal characters (a SHA-384 PCR value), got %r"
                                     % (key, value))
-        pcrs[int(match.group(1))] = value.lower()
+        pcrs[index] = value.lower()
     if not pcrs:
         raise MeasuredBootError("expected: no PCR given (expected at least one of PCR4, PCR7, PCR12)")
     return pcrs
@@ -73,7 +72,10 @@ def check_inputs(params):
 
     Returns the key databases read from the ESL files ({"pk": bytes, ...}, only those given).
     """
-    arch = params.get("arch") or "x86_64"
+    try:  # x86_64, arm64 or aarch64; the name qemu_boot uses from here on
+        arch = params["arch"] = architectures.name_for(params.get("arch") or "x86_64", "qemu", "arch")
+    except architectures.ArchitectureError as exc:
+        raise MeasuredBootError(str(exc))
     if arch not in qemu_boot.ARCHITECTURES:
         raise MeasuredBootError("arch: %r is not supported (expected one of %s)"
                                 % (arch, ", ".join(sorted(qemu_boot.ARCHITECTURES))))
@@ -160,7 +162,7 @@ def _pcr_values(replay, bank, pcrs):
 def _result(outcome, params, pcrs):
     banks = list(params.get("banks") or ["sha384"])
     replay = outcome.replay
-    measured = {"HashAlgorithm": "SHA384"}
+    measured = {meas.HASH_ALGORITHM_KEY: meas.HASH_ALGORITHM}
     measured.update(_pcr_values(replay, "sha384", pcrs))
     events = []
     for order, event in enumerate(replay.events):

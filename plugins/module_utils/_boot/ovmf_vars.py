@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A copy of an edk2 (OVMF/AAVMF) variable store with Secure Boot keys enrolled from EFI signature lists.
 
 Plain Python (3.9+), no Ansible imports, no third-party packages. The variable data written for PK, KEK, db
@@ -17,6 +18,7 @@ Layout (edk2 MdeModulePkg, authenticated variable store in a firmware volume):
 import struct
 import uuid
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
 from ansible_collections.attestable.ami.plugins.module_utils._pcr.efi_siglist import (
     EFI_GLOBAL_VARIABLE_GUID,
     EFI_IMAGE_SECURITY_DATABASE_GUID,
@@ -140,6 +142,8 @@ def enroll(template_path, dest_path, pk=None, kek=None, db=None, dbx=None):
         raise VarStoreError("%s: the keys need %d bytes but the variable store holds only %d"
                             % (template_path, len(blob), end - start))
     result = image[:start] + blob + b"\xff" * (end - start - len(blob)) + image[end:]
-    with open(dest_path, "wb") as handle:
-        handle.write(result)
+    try:
+        atomic_file.write_bytes(dest_path, result)
+    except atomic_file.UnsafeFileError as exc:
+        raise VarStoreError("cannot write the variable store copy: %s" % exc)
     return dest_path

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Boot a disk image under qemu with UEFI firmware and a swtpm TPM 2.0; replay what the firmware measured.
 
 Plain Python (3.9+), no Ansible imports.
@@ -18,26 +19,25 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 
 from ansible_collections.attestable.ami.plugins.module_utils._boot import console as boot_console, swtpm_log
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures, atomic_file, processes
 
 ARCHITECTURES = {
     "x86_64": {
         "qemu": "qemu-system-x86_64",
         "code": "/usr/share/OVMF/OVMF_CODE_4M.fd",
         "vars": "/usr/share/OVMF/OVMF_VARS_4M.fd",
-        "loader": "EFI/BOOT/BOOTX64.EFI",
+        "loader": architectures.boot_file("x86_64"),
         "packages": "qemu-system-x86 ovmf swtpm swtpm-tools",
     },
     "aarch64": {
         "qemu": "qemu-system-aarch64",
         "code": "/usr/share/AAVMF/AAVMF_CODE.fd",
         "vars": "/usr/share/AAVMF/AAVMF_VARS.fd",
-        "loader": "EFI/BOOT/BOOTAA64.EFI",
+        "loader": architectures.boot_file("aarch64"),
         "packages": "qemu-system-arm qemu-efi-aarch64 swtpm swtpm-tools",
     },
 }
@@ -142,31 +142,17 @@ def qemu_command(arch, code, vars_copy, disk, tpm_socket, console):
 
 
 def _start(argv, log_path):
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
-
-
-def _stop(proc):
-    """Terminate a process we started (its own session/group), then kill it if it lingers."""
-    if proc is None:
-        return
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except OSError:
-            pass
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-    # children of the group (none expected) go with the group's SIGKILL
+    """Start argv in its own process group, stdout and stderr appended to log_path (processes.Child)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
+        return processes.start(argv, stdout=log_path, stderr=processes.STDOUT, term_grace=5, kill_grace=10)
+    except processes.ProcessNotStarted as exc:
+        raise BootError(str(exc))
+
+
+def _stop(child):
+    """Terminate a process we started and its whole group (SIGTERM, then SIGKILL if it lingers)."""
+    if child is not None:
+        child.stop()
 
 
 def _read(path):
@@ -179,7 +165,7 @@ def _read(path):
 
 def _tail(path, size=4096):
     """The end of a log, without the terminal escape sequences the firmware's console writes."""
-    return boot_console.clean(_read(path))[-size:]
+    return processes.tail_text(path, size, clean=boot_console.clean)
 
 
 def _start_swtpm(work):
@@ -191,9 +177,11 @@ def _start_swtpm(work):
     state = os.path.join(work, "tpm")
     os.mkdir(state)
     tpm_log = os.path.join(work, "swtpm.log")
-    setup = subprocess.run(["swtpm_setup", "--tpm2", "--tpmstate", state, "--pcr-banks", "sha256,sha384"],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=120, check=False)
+    try:
+        setup = processes.run(["swtpm_setup", "--tpm2", "--tpmstate", state, "--pcr-banks", "sha256,sha384"],
+                              stderr=processes.STDOUT, timeout=120)
+    except processes.ProcessError as exc:
+        raise BootError("swtpm_setup: %s" % exc)
     if setup.returncode != 0:
         raise BootError("swtpm_setup failed (rc=%d): %s"
                         % (setup.returncode, setup.stdout.decode("utf-8", "replace").strip()))
@@ -268,7 +256,7 @@ def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=(
     swtpm = qemu = None
     try:
         vars_copy = os.path.join(work, "vars.fd")
-        shutil.copyfile(firmware_vars, vars_copy)
+        atomic_file.copy_file(firmware_vars, vars_copy)
         console = os.path.join(work, "console.log")
         swtpm, tpm_socket, tpm_log = _start_swtpm(work)
         started = time.time()

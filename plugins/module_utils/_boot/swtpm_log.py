@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Replay the PCR extends a guest sent to swtpm, from swtpm's ``--log level=20`` output.
 
 Plain Python (3.9+), no Ansible imports. At level 20 swtpm logs every TPM command it reads and every response

@@ -1,7 +1,8 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Check a dm-verity protected partition in userspace: `veritysetup verify`, no device-mapper needed.
 
 Plain Python (3.9+), no Ansible imports. Runs veritysetup (cryptsetup-bin), losetup (util-linux, when root) and,
-for zstd/lz4 initrds, the zstd/lz4 tools.
+for zstd/lz4 initrds, the zstd/lz4 tools, through processes.run.
 
     parse_veritytab(text)           veritytab entries (KIWI's: "verityroot DATA HASH ROOTHASH hash-offset=N,...")
     initrd_files(data, wanted)      files out of an initrd (concatenated cpio archives, each maybe compressed)
@@ -19,11 +20,11 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 import uuid
 import zlib
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file, processes
 from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import ImageError, PeImage
 
 SECTOR = 512
@@ -172,10 +173,9 @@ def _decompress(data, pos):
         if head.startswith(magic):
             if shutil.which(tool) is None:
                 raise VerityError("initrd: %s-compressed; install %s to read it" % (tool, tool))
-            proc = subprocess.run([tool, "-dc"], input=rest, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  check=False)
+            proc = _run([tool, "-dc"], input=rest)
             if proc.returncode != 0 and not proc.stdout:
-                raise VerityError("initrd: %s -dc failed: %s" % (tool, proc.stderr.decode("utf-8", "replace").strip()))
+                raise VerityError("initrd: %s -dc failed: %s" % (tool, processes.output_tail(proc.stderr)))
             return proc.stdout, len(data)  # the tool reads to the end: nothing is expected after the last stream
     return None, pos
 
@@ -264,8 +264,7 @@ def filesystem_uuid(disk, partition):
     """The filesystem UUID blkid finds in a partition of a disk image (None when it finds none)."""
     if shutil.which("blkid") is None:
         return None
-    proc = subprocess.run(["blkid", "-p", "-o", "export", "-O", str(partition["offset"]), "-S", str(partition["size"]),
-                           disk], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    proc = _run(["blkid", "-p", "-o", "export", "-O", str(partition["offset"]), "-S", str(partition["size"]), disk])
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
         if line.startswith("UUID="):
             return line.split("=", 1)[1].strip().lower()
@@ -319,29 +318,28 @@ def partition_access(disk, partition, tmpdir=None, needed=None):
     partitions are far larger than the filesystem and its tree).
     """
     if os.geteuid() == 0 and shutil.which("losetup"):
-        proc = subprocess.run(["losetup", "--find", "--show", "--read-only", "--offset", str(partition["offset"]),
-                               "--sizelimit", str(partition["size"]), disk],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        proc = _run(["losetup", "--find", "--show", "--read-only", "--offset", str(partition["offset"]),
+                     "--sizelimit", str(partition["size"]), disk])
         device = proc.stdout.decode().strip()
         if proc.returncode == 0 and device:
             try:
                 yield device, "loop"
             finally:
-                subprocess.run(["losetup", "--detach", device], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               check=False)
+                _run(["losetup", "--detach", device])
             return
     work = tempfile.mkdtemp(prefix="attestable-verity-", dir=tmpdir)
     try:
         copy = os.path.join(work, "partition.img")
-        with open(disk, "rb") as source, open(copy, "wb") as target:
-            source.seek(partition["offset"])
-            left = min(partition["size"], needed or partition["size"])
-            while left > 0:
-                chunk = source.read(min(left, 4 * 1024 * 1024))
-                if not chunk:
-                    raise VerityError("disk: %s ends inside partition %d" % (disk, partition["number"]))
-                target.write(chunk)
-                left -= len(chunk)
+        with atomic_file.replacing(copy) as tmp:
+            with open(disk, "rb") as source, open(tmp, "wb") as target:
+                source.seek(partition["offset"])
+                left = min(partition["size"], needed or partition["size"])
+                while left > 0:
+                    chunk = source.read(min(left, 4 * 1024 * 1024))
+                    if not chunk:
+                        raise VerityError("disk: %s ends inside partition %d" % (disk, partition["number"]))
+                    target.write(chunk)
+                    left -= len(chunk)
         yield copy, "copy"
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -349,11 +347,18 @@ def partition_access(disk, partition, tmpdir=None, needed=None):
 
 # ---------------------------------------------------------------- veritysetup
 
+def _run(argv, input=None):
+    """processes.run; VerityError naming the program when it cannot be started."""
+    try:
+        return processes.run(argv, input=input)
+    except processes.ProcessNotStarted as exc:
+        raise VerityError("%s could not be started: %s" % (argv[0], exc.os_error))
+
+
 def _veritysetup(args):
     if shutil.which("veritysetup") is None:
         raise VerityError("veritysetup is not installed (Debian: cryptsetup-bin, AL2023: cryptsetup)")
-    proc = subprocess.run(["veritysetup"] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, check=False)
+    proc = _run(["veritysetup"] + args)
     out = proc.stdout.decode("utf-8", "replace")
     err = proc.stderr.decode("utf-8", "replace")
     return proc.returncode, out, " ".join(err.split())

@@ -29,6 +29,7 @@ import time
 
 from ansible_collections.attestable.ami.plugins.module_utils._boot import esp as esp_image
 from ansible_collections.attestable.ami.plugins.module_utils._common.file_digest import sha256_file
+from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import ImageError, PeImage
 
 MARKER_NAME = ".attestable-kiwi-build.json"
 MARKER_VERSION = 1
@@ -443,8 +444,9 @@ def find_uki(disk, stem):
     boot loader (EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI) read from the disk itself and written beside it ("esp").
 
     AWS's sample hook and most users' hooks only move the UKI inside the ESP. When the hook did copy one, it must
-    be the binary the ESP boots, or the measurements would be of something else. (None, None) without a disk
-    or without a GPT ESP (e.g. a BIOS disk).
+    be the binary the ESP boots, or the measurements would be of something else. (None, None) without a disk,
+    without a GPT ESP (e.g. a BIOS disk), or when the ESP boots something that is not a UKI (a boot loader such as
+    systemd-boot or GRUB: the hook did not make the firmware boot the UKI directly).
     """
     hook_copy = stem + ".efi" if stem else None
     if not disk:
@@ -471,7 +473,22 @@ def find_uki(disk, stem):
         esp_image.copy_boot_loader(disk, hook_copy)
     except esp_image.EspImageError:
         return None, None
+    if not is_uki(hook_copy):
+        # e.g. systemd-boot or GRUB, loading a UKI from EFI/Linux: measuring that binary alone would give reference
+        # values of something other than what boots. No UKI then (an attestable image boots its UKI directly).
+        os.unlink(hook_copy)
+        return None, None
     return hook_copy, "esp"
+
+
+def is_uki(path):
+    """Whether an EFI binary is a UKI: a PE image with a .linux section (the kernel)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return PeImage(data, name=path).section(".linux") is not None
+    except (ImageError, IOError, OSError):
+        return False
 
 
 def collect(target_dir, log_file):

@@ -388,6 +388,7 @@ def load_description(description, settings=None, profiles=None, check_host_paths
         description_dir = os.path.dirname(os.path.abspath(config_file))
         references = kiwi_references.collect(xml_state, description_dir)
         missing = kiwi_references.missing(references, description_dir, check_host_paths)
+        missing += kiwi_references.present_problems(description_dir, list(xml_state.profiles or []))
         if missing:
             raise DescriptionError("%s references files that do not exist" % config_file, missing)
         summary = summarize(xml_state, config_file, kiwi_version)

@@ -13,7 +13,10 @@ description references, as KIWI resolves it (kiwi/system/setup.py, prepare.py, x
 - `dir://`/`file://` repository sources and `file://` signing keys elsewhere: absolute paths on the host that builds.
   A relative `file://` key is an error for KIWI (RFC 8089); `this://` is the way to name a key in the description.
 
-The scripts KIWI runs only when present (config.sh, images.sh, disk.sh, ...) are not references.
+The scripts KIWI runs only when present (config.sh, images.sh, disk.sh, ...) and the root/ or root.tar.gz
+overlay are not references, but KIWI tests them with os.path.exists(): one that is a dangling symbolic link is
+skipped without a word (a config.sh that masks sshd would silently not run), one that is a directory fails the
+build late. present_problems() names those; present_warnings() names a root.tar.gz that root/ hides.
 Paths inside the description directory are always checked; absolute paths elsewhere name files on the host
 that builds, so they are checked only when asked (check_host_paths, for a validation that runs on the builder).
 """
@@ -23,8 +26,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import tarfile
 
 from urllib.parse import urlparse
+
+# The scripts KIWI runs when the description directory has them (kiwi/defaults.py, kiwi/system/setup.py).
+OPTIONAL_SCRIPTS = ("post_bootstrap.sh", "config.sh", "config-overlay.sh", "config-host-overlay.sh", "images.sh",
+                    "pre_disk_sync.sh", "disk.sh")
+OVERLAY_DIRECTORY = "root"
+OVERLAY_ARCHIVE = "root.tar.gz"
 
 
 def _call(obj, name, default=None):
@@ -115,4 +125,68 @@ def missing(references, description_dir, check_host_paths=False):
             where = "in the description directory" if in_description else "on this host"
             what = "directory" if ref["kind"] == "directory" else "file"
             lines.append("%s %s: no such %s %s (%s)" % (ref["element"], ref["path"], what, where, resolved))
+    return lines
+
+
+def _dangling(path):
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def present_problems(description_dir, profiles=None):
+    """One readable line per file KIWI picks up by name that is there but that KIWI would skip or fail on.
+
+    A script or overlay that is a dangling symbolic link (KIWI sees no file and skips it silently), a script that is
+    not a regular file, a root/ that is not a directory, a root.tar.gz (used when there is no root/) that is not a
+    readable tar archive, a profile's overlay directory that is a dangling link.
+    """
+    lines = []
+    for name in OPTIONAL_SCRIPTS:
+        path = os.path.join(description_dir, name)
+        if _dangling(path):
+            lines.append("%s: a symbolic link to %s, which does not exist: KIWI would skip the script without a word"
+                         % (name, os.readlink(path)))
+        elif os.path.exists(path) and not os.path.isfile(path):
+            lines.append("%s: not a regular file (KIWI runs it as a script)" % name)
+    root = os.path.join(description_dir, OVERLAY_DIRECTORY)
+    archive = os.path.join(description_dir, OVERLAY_ARCHIVE)
+    if _dangling(root):
+        lines.append("%s/: a symbolic link to %s, which does not exist: KIWI would skip the overlay without a word"
+                     % (OVERLAY_DIRECTORY, os.readlink(root)))
+    elif os.path.exists(root) and not os.path.isdir(root):
+        lines.append("%s: not a directory: KIWI would skip the overlay without a word (the overlay is the directory "
+                     "root/, or the archive root.tar.gz)" % OVERLAY_DIRECTORY)
+    if not os.path.isdir(root):
+        if _dangling(archive):
+            lines.append("%s: a symbolic link to %s, which does not exist: KIWI would skip the overlay without a word"
+                         % (OVERLAY_ARCHIVE, os.readlink(archive)))
+        elif os.path.exists(archive):
+            problem = _tar_problem(archive)
+            if problem:
+                lines.append("%s: not a readable tar archive (%s): KIWI would fail extracting it into the image"
+                             % (OVERLAY_ARCHIVE, problem))
+    for profile in profiles or []:
+        path = os.path.join(description_dir, profile)
+        if _dangling(path):
+            lines.append("%s/: the overlay of profile %s is a symbolic link to %s, which does not exist: KIWI would "
+                         "skip it without a word" % (profile, profile, os.readlink(path)))
+    return lines
+
+
+def _tar_problem(path):
+    """Why a file is not a readable tar archive (None when it is)."""
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for _member in archive:
+                pass
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def present_warnings(description_dir):
+    """What KIWI does with the description's files that its author probably did not mean: one line each."""
+    lines = []
+    if os.path.isdir(os.path.join(description_dir, OVERLAY_DIRECTORY)) and \
+            os.path.lexists(os.path.join(description_dir, OVERLAY_ARCHIVE)):
+        lines.append("the description has both root/ and root.tar.gz: KIWI copies root/ and ignores root.tar.gz")
     return lines

@@ -24,6 +24,8 @@ except ImportError:  # reported by the module (missing_required_lib); engine=nit
 else:
     PEFILE_IMPORT_ERROR = None
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import architectures
+
 PE32_MAGIC = 0x10B
 PE32_PLUS_MAGIC = 0x20B
 # Offsets inside the optional header (the same for PE32 and PE32+ up to the checksum).
@@ -33,12 +35,10 @@ _SECURITY_DIRECTORY_INDEX = 4
 # The headers pefile is given: enough for the DOS/NT headers and a section table of any sane size.
 _HEADER_PROBE = 64 * 1024
 
-MACHINES = {
-    0x8664: "x86_64",
-    0xAA64: "aarch64",
-    0x5064: "riscv64",
-    0x6264: "loongarch64",
-}
+# PE/COFF Machine -> name: the two this collection builds for come from the architecture table; the others are
+# only reported (an image for them cannot be booted here).
+MACHINES = dict(architectures.PE_MACHINES)
+MACHINES.update({0x5064: "riscv64", 0x6264: "loongarch64"})
 
 WIN_CERT_TYPE_PKCS_SIGNED_DATA = 0x0002
 

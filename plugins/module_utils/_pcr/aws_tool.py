@@ -12,10 +12,11 @@ import re
 import shutil
 import subprocess
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
+
 TOOL_NAME = "nitro-tpm-pcr-compute"
 PACKAGE = "aws-nitro-tpm-tools"
 MINIMUM_VERSION = (1, 1, 0)
-_HEX96 = re.compile(r"^[0-9a-f]{96}$")
 _VERSION = re.compile(r"^([0-9]+(?:\.[0-9]+)*)")
 
 
@@ -52,19 +53,20 @@ def parse_output(stdout):
     measurements = document.get("Measurements") if isinstance(document, dict) else None
     if not isinstance(measurements, dict):
         raise ToolError("%s printed no 'Measurements' object: %r" % (TOOL_NAME, stdout[:200]))
-    if measurements.get("HashAlgorithm") != "SHA384":
-        raise ToolError("%s reports HashAlgorithm %r, expected 'SHA384'" % (TOOL_NAME, measurements.get("HashAlgorithm")))
+    if not meas.is_hash_algorithm(measurements.get(meas.HASH_ALGORITHM_KEY)):
+        raise ToolError("%s reports HashAlgorithm %r, expected %r"
+                        % (TOOL_NAME, measurements.get(meas.HASH_ALGORITHM_KEY), meas.HASH_ALGORITHM))
     if "PCR12" not in measurements:
         raise ToolError("%s printed no PCR12: it is older than 1.1.0. Without PCR12 a key policy cannot bind the "
                         "kernel command line (advisory GHSA-xrv8-2pf5-f3q7); install aws-nitro-tpm-tools >= 1.1.0"
                         % TOOL_NAME)
-    result = {"HashAlgorithm": "SHA384"}
-    for key in ("PCR4", "PCR7", "PCR12"):
+    result = {meas.HASH_ALGORITHM_KEY: meas.HASH_ALGORITHM}
+    for key in meas.REFERENCE_PCRS:
         value = measurements.get(key)
-        if not isinstance(value, str) or not _HEX96.match(value.lower()):
+        if not meas.is_pcr_value(value):
             raise ToolError("%s printed %s = %r, expected 96 hex characters" % (TOOL_NAME, key, value))
         result[key] = value.lower()
-    return result
+    return meas.validate(result)
 
 
 def parse_version(text):

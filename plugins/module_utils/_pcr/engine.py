@@ -20,6 +20,7 @@ import os
 import struct
 import threading
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
 from ansible_collections.attestable.ami.plugins.module_utils._pcr import efi_siglist
 from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import (
     SUPPORTED_BANKS,
@@ -36,7 +37,7 @@ EV_EFI_VARIABLE_AUTHORITY = "EV_EFI_VARIABLE_AUTHORITY"
 
 CALLING_EFI_APPLICATION = b"Calling EFI Application from Boot Option"
 SEPARATOR_DATA = b"\0\0\0\0"
-REPORTED_PCRS = (4, 7, 12)
+REPORTED_PCRS = tuple(meas.pcr_index(key) for key in meas.REFERENCE_PCRS)  # (4, 7, 12)
 
 # (variable name, vendor GUID, option name) in the order the firmware measures them into PCR7.
 SECURE_BOOT_VARIABLES = (
@@ -247,7 +248,7 @@ def _measure_pcr7(log, images, databases, paths, secure_boot):
 def boot_mode(pk=None, kek=None, db=None):
     """"secure_boot" when a PK is given (Secure Boot is enforced exactly when a PK is enrolled), else "standard".
     KEK/db without a PK are measured into PCR7 but enforce nothing."""
-    return "secure_boot" if pk else "standard"
+    return meas.boot_mode_for(pk)
 
 
 def compute(images, pk=None, kek=None, db=None, dbx=None, banks=("sha384",)):
@@ -272,7 +273,7 @@ def compute(images, pk=None, kek=None, db=None, dbx=None, banks=("sha384",)):
 
     per_bank = dict((bank, dict(("PCR%d" % pcr, log.value(bank, pcr).hex()) for pcr in REPORTED_PCRS))
                     for bank in banks)
-    measurements = {"HashAlgorithm": "SHA384"}
+    measurements = {meas.HASH_ALGORITHM_KEY: meas.HASH_ALGORITHM}
     measurements.update(per_bank["sha384"])
     return {
         "measurements": measurements,

@@ -145,3 +145,26 @@ def test_the_post_check_refuses_altered_pcrs_for_every_action(aws, run_playbook,
     assert "can run kms:GenerateDataKey with PCR4 altered" in message
     assert "can run kms:GenerateDataKey with PCR12 altered" in message
     assert "kms:Decrypt with" not in message
+
+
+def test_the_results_carry_the_measurements_the_module_bound(aws, run_playbook, tmp_path):
+    """The role hands on the module's measurements (from the AMI's tags here, in upper case there: the module
+    lowercases them), its boot mode and PCRs; nothing is worked out again in the role's Jinja. One key without a
+    region of its own takes kms_authorize_aws_region (module_defaults), one names its region."""
+    key = aws.create_key(SAFE_POLICY)
+    other = aws.create_key(SAFE_POLICY, region="eu-west-1")
+    upper = measurements("C" * 96, boot_mode=None)
+    ami = aws.tagged_ami("attestable-c", upper)
+    run = run_playbook(ROLE_PLAY, role_vars(aws, kms_authorize_ami_id=ami, kms_authorize_boot_mode="standard",
+                                            kms_authorize_manifest_path=str(tmp_path / "c.json"),
+                                            kms_authorize_keys=[{"key_id": key["KeyId"]},
+                                                                {"key_id": other["KeyId"], "region": "eu-west-1"}]))
+    assert run.rc == 0, run.stdout + run.stderr
+    results = run.task(PREFIX + "Collect the results per key")["ansible_facts"]["kms_authorize_results"]
+    assert [r["region"] for r in results] == ["us-east-1", "eu-west-1"]
+    lowered = measurements("c" * 96, boot_mode=None)
+    for result in results:
+        assert result["measurements"] == lowered
+        assert result["boot_mode"] == "standard" and result["pcrs"] == ["PCR4", "PCR12"]
+        assert result["measurements_source"] == "ami_tags"
+    assert allows(aws.policy(other["KeyId"], "eu-west-1"), APP_ROLE, "kms:Decrypt", lowered)

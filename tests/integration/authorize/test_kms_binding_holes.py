@@ -10,7 +10,7 @@ import threading
 
 from aws_proxy import RecordingProxy
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
 
 from authorize_helpers import APP_ROLE, SAFE_POLICY, STANDARD_PCR7, ZERO, measurements
 from test_kms_attestation_policy import play
@@ -47,7 +47,7 @@ def test_measurements_from_tags_are_cross_checked_and_never_state_the_boot_mode(
     before = aws.policy_text(key["KeyId"])
     tags = measurements("d" * 96, boot_mode=None)
     ami = aws.tagged_ami("attestable-tags", dict(tags, boot_mode="standard"))  # a boot_mode tag is ignored
-    digest = measurement_tags.measurements_digest(ami, tags)
+    digest = meas.measurements_digest(ami, tags)
     forged = aws.tagged_ami("attestable-forged", dict(tags, MeasurementsSHA384="f" * 96))
     uki = "ab" * 32
     run = run_playbook(play("".join([

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 
 import pytest
@@ -20,9 +21,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 UEFI = os.path.join(HERE, "descriptions", "uefi-attestable")
 
+STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+
 pytestmark = [
-    pytest.mark.skipif(any(shutil.which(t) is None for t in ("mkfs.vfat", "mcopy", "mmd", "sgdisk")),
-                       reason="dosfstools, mtools or gdisk not installed"),
+    pytest.mark.skipif(any(shutil.which(t) is None for t in ("mkfs.vfat", "mcopy", "mmd", "sgdisk", "objcopy"))
+                       or not os.path.isfile(STUB),
+                       reason="dosfstools, mtools, gdisk, binutils or systemd-boot-efi not installed"),
     pytest.mark.skipif(os.geteuid() != 0, reason="kiwi_build refuses to run without root"),
 ]
 
@@ -63,8 +67,12 @@ PLAYBOOK = """
 def setup(tmp_path):
     description = tmp_path / "description"
     shutil.copytree(UEFI, str(description))
+    # A UKI as dracut makes one: systemd's stub with a .linux section (random bytes stand for the kernel).
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(os.urandom(1024 * 1024))
     uki = tmp_path / "uki.efi"
-    uki.write_bytes(b"MZ" + os.urandom(1024 * 1024))
+    subprocess.run(["objcopy", "--add-section", ".linux=%s" % kernel, "--change-section-vma", ".linux=0x2000000",
+                    STUB, str(uki)], check=True)
     kiwi_ng = tmp_path / "kiwi-ng"
     kiwi_ng.write_text(STAND_IN.format(python=sys.executable, uki_to_disk=UKI_TO_DISK,
                                        uki=str(uki)))

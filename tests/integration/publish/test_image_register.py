@@ -30,6 +30,7 @@ REGISTER = """
         regions: "{{ regions | default([]) }}"
         launch_permissions: "{{ launch_permissions | default(omit) }}"
         delete_snapshots: "{{ delete_snapshots | default(false) }}"
+        purge_tags: "{{ purge_tags | default(false) }}"
         wait: "{{ wait | default(true) }}"
         description: attestable test image
         tags:
@@ -60,7 +61,7 @@ def uefi_store(payload=b"PK KEK db dbx variables", crc=None, magic=b"AMZNUEFI"):
 
 
 def measurement_digest(ami_id, measurements):
-    """The digest tag's value, computed here from its documented canonical form (measurement_tags.py)."""
+    """The digest tag's value, computed here from its documented canonical form (_common/measurements.py)."""
     canonical = dict((k, v) for k, v in measurements.items() if k == "HashAlgorithm" or k.startswith("PCR"))
     canonical["ami_id"] = ami_id
     return hashlib.sha384(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -252,7 +253,7 @@ def test_failed_copy_deregisters_what_the_run_registered(run_playbook, aws_proxy
 
 BAD_INPUTS = [
     ("snapshot not found", {"snapshot_id": "snap-0123456789abcdef0"}, "snapshot snap-0123456789abcdef0 was not found"),
-    ("invalid architecture", {"architecture": "sparc"}, "architecture must be one of: x86_64, arm64, got: sparc"),
+    ("invalid architecture", {"architecture": "sparc"}, "architecture must be one of: x86_64, arm64, aarch64, got: sparc"),
     ("short PCR", {"measurements": dict(MEASUREMENTS, PCR4="ab" * 20)}, "measurements.PCR4 must be 96 lowercase hex"),
     ("uppercase PCR", {"measurements": dict(MEASUREMENTS, PCR7=MEASUREMENTS["PCR7"].upper())},
      "measurements.PCR7 must be 96 lowercase hex"),
@@ -351,3 +352,23 @@ def test_copy_that_lost_an_attribute_is_removed(run_playbook, aws_proxy, aws, sn
     assert "lost %s" % dropped in msg and "deregistered and its snapshots deleted" in msg
     assert aws.image_ids("eu-west-1") == copy_images and aws.snapshot_ids("eu-west-1") == copy_snapshots
     assert aws_proxy.calls("ModifyImageAttribute") == []
+
+
+def test_purge_tags_removes_tags_others_set_but_keeps_the_attestable_ones(run_playbook, aws_proxy, aws, snapshot_id):
+    first = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS)
+    assert first.rc == 0, first.stdout
+    image_id = first.task("Register the AMI")["image_id"]
+    wanted = tags_of(aws, image_id)
+    aws.client("ec2").create_tags(Resources=[image_id], Tags=[{"Key": "Owner", "Value": "someone"}])
+
+    kept = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS)
+    assert kept.rc == 0, kept.stdout
+    assert kept.task("Register the AMI")["changed"] is False and tags_of(aws, image_id)["Owner"] == "someone"
+
+    purged = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS, purge_tags=True)
+    assert purged.rc == 0, purged.stdout
+    assert purged.task("Register the AMI")["changed"] is True
+    assert tags_of(aws, image_id) == wanted  # the user's and the attestable: tags, nothing else
+    again = register(run_playbook, aws_proxy, snapshot_id=snapshot_id, measurements=MEASUREMENTS, purge_tags=True)
+    assert again.rc == 0, again.stdout
+    assert again.task("Register the AMI")["changed"] is False

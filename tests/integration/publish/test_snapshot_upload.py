@@ -335,3 +335,32 @@ def test_a_snapshot_that_cannot_be_read_back_is_not_reused(run_playbook, aws_pro
     assert result["reuse_rejected"][0]["snapshot_id"] == tagged
     assert "could not be read back" in result["reuse_rejected"][0]["reason"]
     assert "AccessDeniedException" in result["reuse_rejected"][0]["reason"]
+
+
+def test_purge_tags_removes_other_tags_of_a_reused_snapshot_but_not_its_identity(
+        run_playbook, aws_proxy, aws, sparse_image):
+    first = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert first.rc == 0, first.stdout
+    snapshot_id = first.task("Upload the image")["snapshot_id"]
+    ec2 = aws.client("ec2")
+    ec2.create_tags(Resources=[snapshot_id], Tags=[{"Key": "Old", "Value": "x"}])
+
+    def tags():
+        snap = ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"][0]
+        return dict((t["Key"], t["Value"]) for t in snap["Tags"])
+
+    kept = _upload(run_playbook, aws_proxy.url, sparse_image["path"])  # purge_tags defaults to false
+    assert kept.rc == 0, kept.stdout
+    assert kept.task("Upload the image")["changed"] is False and tags()["Old"] == "x"
+
+    purging = UPLOAD.replace("workers: ", "purge_tags: true\n        workers: ")
+    checked = run_playbook(purging, extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url}, check=True)
+    assert checked.rc == 0, checked.stdout
+    assert checked.task("Upload the image")["changed"] is True and tags()["Old"] == "x"
+
+    purged = run_playbook(purging, extra_vars={"src": sparse_image["path"], "endpoint": aws_proxy.url})
+    assert purged.rc == 0, purged.stdout
+    result = purged.task("Upload the image")
+    assert result["changed"] is True and result["snapshot_id"] == snapshot_id and result["blocks_written"] == 0
+    assert tags() == {"Name": "publish-test", "attestable:image-sha256": sparse_image["sha256"],
+                      "attestable:image-size": str(sparse_image["size"])}

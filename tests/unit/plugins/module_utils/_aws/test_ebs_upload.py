@@ -320,6 +320,35 @@ def test_tag_values_are_text(tmp_path):
                                    {"Key": "Signed", "Value": "True"}]
 
 
+def test_interrupt_while_reading_propagates_and_deletes_the_snapshot(tmp_path, monkeypatch):
+    path = write_image(tmp_path, 8 * BLOCK_SIZE, [(i * BLOCK_SIZE, b"x%d" % i) for i in range(8)])
+    deleted = []
+    ebs = FakeEbs()
+    real_iter_blocks = ebs_upload.iter_blocks
+
+    def interrupted_after_three(handle, size=None):
+        for index, data in real_iter_blocks(handle, size):
+            if index == 3:
+                raise KeyboardInterrupt()
+            yield index, data
+
+    monkeypatch.setattr(ebs_upload, "iter_blocks", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        ebs_upload.upload_image(ebs, path, workers=2, retry=NO_SLEEP, delete_snapshot=deleted.append)
+    assert deleted == ["snap-0123456789abcdef0"]
+    assert ebs.completed is None  # never completed
+    assert set(ebs.blocks) <= set([0, 1, 2])  # nothing after the interrupt was sent
+
+
+def test_tag_list_input_keeps_text_and_sorts(tmp_path):
+    path = write_image(tmp_path, BLOCK_SIZE, [(0, b"a")])
+    ebs = FakeEbs()
+    # what amazon.aws's ansible_dict_to_boto3_tag_list gives the module: a list, in the dict's order
+    ebs_upload.upload_image(ebs, path, retry=NO_SLEEP,
+                            tags=[{"Key": "Signed", "Value": "True"}, {"Key": "Build", "Value": 42}])
+    assert ebs.started["Tags"] == [{"Key": "Build", "Value": "42"}, {"Key": "Signed", "Value": "True"}]
+
+
 class ReadableEbs(FakeEbs):
     """FakeEbs plus the read-back APIs, paged two blocks at a time."""
 

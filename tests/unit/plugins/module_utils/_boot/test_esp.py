@@ -133,3 +133,36 @@ def test_python_reader_refuses_what_is_not_fat(tmp_path):
     plain.write_bytes(b"\0" * 8192)
     with pytest.raises(esp_image.EspImageError, match="no FAT boot sector"):
         esp_image.read_fat_file(str(plain), "EFI/BOOT/BOOTX64.EFI", str(tmp_path / "x"))
+
+
+@needs_tools
+def test_a_failed_build_or_copy_leaves_the_destination_as_it_was(tmp_path):
+    uki = tmp_path / "uki.efi"
+    uki.write_bytes(b"MZ" + os.urandom(4096))
+    esp = str(tmp_path / "esp.img")
+    esp_image.make_esp(esp, {"EFI/BOOT/BOOTX64.EFI": str(uki)})
+    before = open(esp, "rb").read()
+    with pytest.raises(esp_image.EspImageError, match=r"(mmd|mcopy) failed \(rc="):
+        # an image too small for FAT32 makes mtools fail after mkfs.vfat wrote the (temporary) image
+        big = tmp_path / "big.bin"
+        big.write_bytes(b"\0" * (2 * 1024 * 1024))
+        esp_image.make_esp(esp, {"EFI/BOOT/BOOTX64.EFI": str(big)}, size=1024 * 1024)
+    assert open(esp, "rb").read() == before, "the earlier image is untouched"
+    found = tmp_path / "found.efi"
+    found.write_bytes(b"earlier")
+    with pytest.raises(esp_image.EspImageError):
+        esp_image.extract_file(esp, "EFI/BOOT/MISSING.EFI", str(found))
+    with pytest.raises(esp_image.EspImageError):
+        esp_image.read_fat_file(esp, "EFI/BOOT/MISSING.EFI", str(found))
+    assert found.read_bytes() == b"earlier"
+    assert sorted(os.listdir(str(tmp_path))) == ["big.bin", "esp.img", "found.efi", "uki.efi"], \
+        "no temporary file is left"
+    esp_image.extract_file(esp, "EFI/BOOT/BOOTX64.EFI", str(found))
+    assert found.read_bytes() == uki.read_bytes()
+
+
+def test_a_missing_tool_names_the_packages(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(esp_image.EspImageError, match="cannot run mkfs.vfat .*install dosfstools, mtools and gdisk"):
+        esp_image.make_esp(str(tmp_path / "esp.img"), {"EFI/BOOT/BOOTX64.EFI": __file__})
+    assert os.listdir(str(tmp_path)) == []

@@ -1,4 +1,5 @@
 """atomic_file: only regular files are read or replaced; a FIFO never blocks; an existing file keeps its mode."""
+import grp
 import os
 import socket
 import stat
@@ -107,3 +108,92 @@ def test_missing_file_reads_as_none_and_text_round_trips(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("h\u00e9llo\n")
     assert atomic_file.read_text(str(path)) == "h\u00e9llo\n"
+
+
+def test_bytes_round_trip_and_unchanged_content_is_not_rewritten(tmp_path):
+    path = str(tmp_path / "blob.bin")
+    assert atomic_file.read_bytes(path) is None
+    assert atomic_file.write_bytes(path, b"\x00\xffdata") is True
+    inode = os.stat(path).st_ino
+    assert atomic_file.read_bytes(path) == b"\x00\xffdata"
+    assert atomic_file.write_bytes(path, b"\x00\xffdata") is False
+    assert os.stat(path).st_ino == inode, "the same content is not written again"
+
+
+def test_an_exception_in_the_block_leaves_the_target_and_no_temporary_file(tmp_path):
+    target = tmp_path / "disk.img"
+    target.write_bytes(b"old")
+    os.chmod(str(target), 0o640)
+    with pytest.raises(RuntimeError, match="tool failed"):
+        with atomic_file.replacing(str(target)) as tmp:
+            with open(tmp, "wb") as handle:
+                handle.write(b"half of the new")
+            raise RuntimeError("tool failed")
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(str(tmp_path))) == ["disk.img"]
+    with atomic_file.replacing(str(target)) as tmp:
+        assert os.path.dirname(tmp) == str(tmp_path) and os.path.getsize(tmp) == 0
+        with open(tmp, "wb") as handle:
+            handle.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(str(target)).st_mode) == 0o640
+    assert sorted(os.listdir(str(tmp_path))) == ["disk.img"]
+
+
+def test_copy_file_streams_and_names_a_missing_source(tmp_path):
+    source = tmp_path / "src.efi"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    dest = str(tmp_path / "copy.efi")
+    assert atomic_file.copy_file(str(source), dest, chunk=1024 * 1024) == dest
+    assert open(dest, "rb").read() == source.read_bytes()
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o644
+    missing = str(tmp_path / "missing.efi")
+    with pytest.raises(atomic_file.UnsafeFileError) as info:
+        atomic_file.copy_file(missing, dest)
+    assert missing in str(info.value)
+    assert open(dest, "rb").read() == source.read_bytes()
+    assert sorted(os.listdir(str(tmp_path))) == ["copy.efi", "src.efi"]
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a symbolic link", "a directory"])
+def test_copy_and_bytes_refuse_what_is_not_a_regular_file(tmp_path, kind):
+    paths, target, sock = special_files(tmp_path)
+    sock.close()
+    for call in (lambda: atomic_file.copy_file(str(target), paths[kind]),
+                 lambda: atomic_file.write_bytes(paths[kind], b"x")):
+        with pytest.raises(atomic_file.UnsafeFileError) as info:
+            call_without_hanging(call)
+        assert paths[kind] in str(info.value) and kind in str(info.value)
+    assert target.read_text() == "keep me\n"
+
+
+def _module(args, check_mode=False):
+    testing = pytest.importorskip("ansible.module_utils.testing")  # Ansible is not in the Python 3.9 unit venv
+    from ansible.module_utils.basic import AnsibleModule
+
+    args = dict(args, _ansible_check_mode=check_mode)
+    with testing.patch_module_args(args):
+        return AnsibleModule(argument_spec=dict(path=dict(type="path")), add_file_common_args=True,
+                             supports_check_mode=True)
+
+
+def test_set_attributes_applies_mode_and_group_and_honours_check_mode(tmp_path):
+    path = str(tmp_path / "measurements.json")
+    atomic_file.write_text(path, "{}\n")
+    # a group other than the file's: any group for root, else one this user belongs to
+    others = [g.gr_gid for g in grp.getgrall()] if os.geteuid() == 0 else os.getgroups()
+    others = [gid for gid in others if gid != os.getegid()]
+    if not others:
+        pytest.skip("no second group to give the file to")
+    group = others[0]
+    module = _module(dict(path=path, mode="0600", group=str(group)), check_mode=True)
+    assert atomic_file.set_attributes(module, path) is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, "check mode changes nothing"
+    assert os.stat(path).st_gid == os.getegid()
+    module = _module(dict(path=path, mode="0600", group=str(group)))
+    assert atomic_file.set_attributes(module, path) is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and os.stat(path).st_gid == group
+    assert atomic_file.set_attributes(module, path) is False, "nothing left to change"
+    assert atomic_file.set_attributes(module, str(tmp_path / "not-yet"), True) is True
+    assert atomic_file.write_text(path, "{\"a\": 1}\n") is True
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, "a rewrite keeps the mode the options set"

@@ -7,6 +7,7 @@ debian-oem-verity description, so the parsers are checked against KIWI's actual 
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 
@@ -242,9 +243,25 @@ def test_find_kiwi_ng(tmp_path):
 
 # --- the UKI from the disk's ESP, and kiwi-ng's environment ----------------------------------------------------
 
-ESP_TOOLS = ("mkfs.vfat", "mmd", "mcopy", "sgdisk")
-needs_esp_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ESP_TOOLS),
-                                     reason="dosfstools, mtools or gdisk not installed")
+ESP_TOOLS = ("mkfs.vfat", "mmd", "mcopy", "sgdisk", "objcopy")
+STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+SYSTEMD_BOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+needs_esp_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ESP_TOOLS) or not os.path.isfile(STUB),
+                                     reason="dosfstools, mtools, gdisk, binutils or systemd-boot-efi not installed")
+
+
+def uki_bytes(tmp_path, size=300000):
+    """A UKI as dracut and ukify make one: systemd's stub with a .linux section (random bytes stand for the kernel)."""
+    kernel = tmp_path / ("kernel-%d" % size)
+    kernel.write_bytes(os.urandom(size))
+    out = tmp_path / ("uki-%d.efi" % size)
+    subprocess.run(["objcopy", "--add-section", ".linux=%s" % kernel, "--change-section-vma", ".linux=0x2000000",
+                    STUB, str(out)], check=True)
+    data = out.read_bytes()
+    assert kb.is_uki(str(out))
+    os.unlink(str(out))
+    os.unlink(str(kernel))
+    return data
 
 
 def put_gpt_disk(target, uki_bytes, loader="EFI/BOOT/BOOTX64.EFI"):
@@ -263,7 +280,7 @@ def put_gpt_disk(target, uki_bytes, loader="EFI/BOOT/BOOTX64.EFI"):
 def test_collect_reads_the_uki_from_the_esp_when_the_hook_did_not_copy_it(tmp_path):
     target = tmp_path / "t"
     make_build(target)
-    uki = b"MZ" + os.urandom(1500000)
+    uki = uki_bytes(tmp_path, 1500000)
     put_gpt_disk(target, uki)
     collected = kb.collect(str(target), str(target / "kiwi-build.log"))
     assert collected["uki_source"] == "esp"
@@ -278,7 +295,7 @@ def test_collect_reads_the_uki_from_the_esp_when_the_hook_did_not_copy_it(tmp_pa
 def test_collect_keeps_the_hook_copy_when_it_is_what_the_esp_boots(tmp_path):
     target = tmp_path / "t"
     make_build(target, with_hook=True)
-    uki = b"MZ" + os.urandom(300000)
+    uki = uki_bytes(tmp_path)
     put_gpt_disk(target, uki)
     (target / "img.x86_64-1.0.0.efi").write_bytes(uki)
     collected = kb.collect(str(target), str(target / "kiwi-build.log"))
@@ -290,9 +307,25 @@ def test_collect_keeps_the_hook_copy_when_it_is_what_the_esp_boots(tmp_path):
 def test_collect_refuses_a_hook_copy_that_is_not_what_the_esp_boots(tmp_path):
     target = tmp_path / "t"
     make_build(target, with_hook=True)
-    put_gpt_disk(target, b"MZ" + os.urandom(300000))
+    put_gpt_disk(target, uki_bytes(tmp_path))
     with pytest.raises(kb.KiwiBuildError, match="differs from the one the disk's ESP boots"):
         kb.collect(str(target), str(target / "kiwi-build.log"))
+
+
+@needs_esp_tools
+@pytest.mark.parametrize("loader", [SYSTEMD_BOOT, STUB])
+def test_an_esp_that_boots_a_boot_loader_instead_of_the_uki_has_no_uki(tmp_path, loader):
+    """A hook that leaves systemd-boot (or GRUB) as EFI/BOOT/BOOTX64.EFI: measuring that alone would give reference
+    values of something other than what boots, so the build has no UKI (image_build then refuses it)."""
+    if not os.path.isfile(loader):
+        pytest.skip("%s not installed" % loader)
+    target = tmp_path / "t"
+    make_build(target)
+    with open(loader, "rb") as handle:
+        put_gpt_disk(target, handle.read())
+    collected = kb.collect(str(target), str(target / "kiwi-build.log"))
+    assert collected["uki"] is None and collected["uki_source"] is None
+    assert not os.path.exists(str(target / "img.x86_64-1.0.0.efi"))
 
 
 def test_collect_of_a_disk_without_gpt_has_no_uki(tmp_path):

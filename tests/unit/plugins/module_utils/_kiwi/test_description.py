@@ -65,7 +65,9 @@ def test_digest_does_not_depend_on_the_directory_path(description, tmp_path):
 
 def test_digest_counts_fifos_and_sockets_without_reading_them(description):
     import socket
+    import sys
 
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_common"))
     from test_atomic_file import call_without_hanging
 
     base = kd.description_digest(str(description))

@@ -1,10 +1,11 @@
-"""Measurements in AMI tags: the canonical form and digest (the contract for whoever writes the digest tag), the
-cross-check against references, and that tags never carry the boot mode."""
+"""_common/measurements, the tag half: the canonical form and digest of measurements in AMI tags (the contract
+for whoever writes the digest tag), the cross-check against references, and that tags never carry the boot
+mode."""
 import hashlib
 
 import pytest
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurement_tags as mt
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as mt
 
 AMI = "ami-0123456789abcdef0"
 M = {"HashAlgorithm": "SHA384", "PCR4": "A" * 96, "PCR12": "0" * 96, "PCR7": "b" * 96}
@@ -28,8 +29,8 @@ def test_canonical_form_is_sorted_compact_json_of_the_ami_and_the_pcrs():
 
 
 def test_tags_never_give_the_boot_mode():
-    read = mt.measurements_from_tags(tags(M, **{"attestable:boot_mode": "secure_boot", "Name": "x",
-                                                "attestable:SnapshotId": "snap-1"}))
+    read = mt.from_tags(tags(M, **{"attestable:boot_mode": "secure_boot", "Name": "x",
+                                   "attestable:SnapshotId": "snap-1"}))
     assert read == M
 
 
