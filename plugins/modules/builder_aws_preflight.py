@@ -106,6 +106,7 @@ except ImportError:
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_preflight import missing_actions
 from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_preflight import policy_document
@@ -114,17 +115,23 @@ from ansible_collections.attestable.ami.plugins.module_utils._aws.builder_prefli
 DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess")
 
 
+@AWSRetry.jittered_backoff()
+def all_pages(client, operation, result_key, **params):
+    """Every page of a paginated call, the whole walk retried on throttling (a paginator's own calls are not)."""
+    return client.get_paginator(operation).paginate(**params).build_full_result()[result_key]
+
+
 class Preflight(object):
     def __init__(self, module):
         self.module = module
-        self.ec2 = module.client("ec2")
+        self.ec2 = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
 
     def offered_zones(self, instance_type):
         try:
-            paginator = self.ec2.get_paginator("describe_instance_type_offerings")
-            pages = paginator.paginate(LocationType="availability-zone",
-                                       Filters=[{"Name": "instance-type", "Values": [instance_type]}])
-            return sorted(set(o["Location"] for page in pages for o in page["InstanceTypeOfferings"]))
+            offerings = all_pages(self.ec2, "describe_instance_type_offerings", "InstanceTypeOfferings",
+                                  LocationType="availability-zone",
+                                  Filters=[{"Name": "instance-type", "Values": [instance_type]}])
+            return sorted(set(o["Location"] for o in offerings))
         except is_boto3_error_code(DENIED) as error:  # pylint: disable=duplicate-except
             self.module.warn("Could not read where %s is offered (%s); trying the subnets in order."
                              % (instance_type, error.response["Error"]["Code"]))
@@ -132,7 +139,7 @@ class Preflight(object):
 
     def encryption_by_default(self):
         try:
-            return bool(self.ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"])
+            return bool(self.ec2.get_ebs_encryption_by_default(aws_retry=True)["EbsEncryptionByDefault"])
         except is_boto3_error_code(DENIED) as error:
             self.module.warn("Could not read whether EBS encrypts by default (%s); the KMS permissions of the "
                              "builder's role were not checked." % error.response["Error"]["Code"])
@@ -140,9 +147,9 @@ class Preflight(object):
 
     def profile(self, name_or_arn):
         name = name_or_arn.rsplit("/", 1)[-1]
-        iam = self.module.client("iam")
+        iam = self.module.client("iam", retry_decorator=AWSRetry.jittered_backoff())
         try:
-            profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+            profile = iam.get_instance_profile(InstanceProfileName=name, aws_retry=True)["InstanceProfile"]
         except is_boto3_error_code("NoSuchEntity"):
             self.module.fail_json(msg="builder_iam_instance_profile=%s: no instance profile named %s exists in this "
                                       "account; create it (with a role) or correct the name." % (name_or_arn, name))
@@ -171,16 +178,16 @@ class Preflight(object):
         return [a for a in actions if decisions.get(a) != "allowed"]
 
     def read_policies(self, role_name):
-        iam = self.module.client("iam")
+        iam = self.module.client("iam", retry_decorator=AWSRetry.jittered_backoff())
         documents = []
-        for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
-            for policy_name in page["PolicyNames"]:
-                documents.append(policy_document(iam.get_role_policy(RoleName=role_name, PolicyName=policy_name)["PolicyDocument"]))
-        for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
-            for attached in page["AttachedPolicies"]:
-                policy = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]
-                version = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"])
-                documents.append(policy_document(version["PolicyVersion"]["Document"]))
+        for policy_name in all_pages(iam, "list_role_policies", "PolicyNames", RoleName=role_name):
+            inline = iam.get_role_policy(RoleName=role_name, PolicyName=policy_name, aws_retry=True)
+            documents.append(policy_document(inline["PolicyDocument"]))
+        for attached in all_pages(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=role_name):
+            policy = iam.get_policy(PolicyArn=attached["PolicyArn"], aws_retry=True)["Policy"]
+            version = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=policy["DefaultVersionId"],
+                                             aws_retry=True)
+            documents.append(policy_document(version["PolicyVersion"]["Document"]))
         return documents
 
     def permissions(self, role, actions):
