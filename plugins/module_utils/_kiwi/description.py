@@ -445,7 +445,7 @@ def summarize(xml_state, config_file, kiwi_version):
             for repo in xml_state.get_repository_sections()
         ],
         "users": [
-            {"name": user.get_name(), "password_set": _usable_password(user.get_password())}
+            {"name": user.get_name(), "password_set": _usable_password(user.get_password()), "shell": user.get_shell()}
             for user in (xml_state.get_users() if hasattr(xml_state, "get_users") else [])
         ],
     }

@@ -27,8 +27,11 @@ Decisions, with their reasons:
 - Operator access: packages that give a remote or console login or run the launcher's commands (openssh-server,
   amazon-ssm-agent, ec2-instance-connect, cloud-init, ...) unless `<ignore>`d or deleted; systemd units enabled
   for them or for a getty/debug shell by the overlay (`root/etc/systemd/system/*.wants/`, presets) or by the
-  scripts (`systemctl enable|unmask`, KIWI's `baseInsertService`). A login password in `<users>` and a console
-  getty (no `systemd.getty_auto=false`) are warnings: they open nothing without each other and a login service.
+  scripts (`systemctl enable|reenable|unmask|start|preset|add-wants`, a link made into a `*.wants/` directory, KIWI's
+  `baseInsertService`). A user with a login password and a login shell (given, or the default when the summary
+  says the user has none) is unattestable: any console getty (the EC2 serial console) or login service makes it a
+  shell. A login password with a no-login shell, and a console getty (no `systemd.getty_auto=false`) are warnings:
+  they open nothing without each other and a login service.
   Packages that arrive as dependencies of a collection cannot be seen without resolving them: `<ignore>` them.
 """
 
@@ -64,12 +67,28 @@ OPERATOR_ACCESS_PACKAGES = {
     "rsh-server": "rsh logins",
     "cockpit-ws": "web console logins",
     "cockpit": "web console logins",
+    "ssh": "SSH logins (Debian's ssh metapackage depends on openssh-server)",
+    "dropbear-run": "SSH logins (dropbear)",
+    "shellinabox": "a shell in the browser",
+    "ttyd": "a shell in the browser",
+    "xrdp": "remote desktop logins",
+    "x11vnc": "remote desktop (VNC)",
+    "tigervnc-server": "remote desktop (VNC)",
+    "tigervnc-standalone-server": "remote desktop (VNC)",
+    "salt-minion": "runs the Salt master's commands as root",
 }
 _ACCESS_UNIT = re.compile(r"^(sshd?|sshd@|sshd-keygen|ssh\.socket|sshd\.socket|dropbear|tinysshd|amazon-ssm-agent|"
-                          r"ec2-instance-connect|cloud-init|cloud-final|cloud-config|telnet|cockpit|"
+                          r"ec2-instance-connect|cloud-init|cloud-final|cloud-config|telnet|cockpit|shellinabox|ttyd|xrdp|x11vnc|"
+                          r"salt-minion|"
                           r"(serial-|container-|console-)?getty|autovt|debug-shell)"
                           r"([@.-][^/\s]*)?$")
-_SYSTEMCTL = re.compile(r"\bsystemctl\s+(?:-{1,2}[\w-]+(?:=\S+)?\s+)*(enable|unmask|start|preset)\s+([^\n;&|#]+)")
+_SYSTEMCTL = re.compile(r"\bsystemctl\s+(?:-{1,2}[\w-]+(?:=\S+)?\s+)*(enable|reenable|unmask|start|restart|preset)\s+"
+                        r"([^\n;&|#]+)")
+# `systemctl add-wants TARGET UNIT...`: the first word is the target, the rest are enabled.
+_ADD_WANTS = re.compile(r"\bsystemctl\s+(?:-{1,2}[\w-]+(?:=\S+)?\s+)*(add-wants|add-requires)\s+\S+\s+([^\n;&|#]+)")
+# A symbolic link made into a *.wants/ or *.requires/ directory: `ln -s[f] SOURCE DIR.wants/[NAME]`.
+_WANTS_LINK = re.compile(r"\bln\s+(?:-\w+\s+)*(\S+)\s+(\S*\.(?:wants|requires)/?(\S*))")
+_NO_LOGIN_SHELLS = ("nologin", "false", "true", "sync")
 _INSERT_SERVICE = re.compile(r"\bbaseInsertService\s+([^\s;&|#]+)")
 _SCRIPTS = ("config.sh", "images.sh", "config-overlay.sh", "config-host-overlay.sh", "disk.sh",
             "pre_disk_sync.sh", "post_bootstrap.sh")
@@ -248,10 +267,26 @@ def package_findings(summary):
             found.append(finding("packages", name, "operator access: %s; <ignore> or remove the package"
                                  % OPERATOR_ACCESS_PACKAGES[name]))
     for user in summary.get("users") or []:
-        if user.get("password_set"):
+        if not user.get("password_set"):
+            continue
+        if _login_shell(user):
+            found.append(finding("users", user["name"], "has a login password and a login shell (%s): with any console "
+                                 "getty (the EC2 serial console) or login service that is a shell on the instance; "
+                                 "lock the password or give the user /usr/sbin/nologin"
+                                 % (user.get("shell") or "the default shell")))
+        else:
             found.append(finding("users", user["name"], "has a login password: with a console getty or a login "
                                  "service it is a way in", WARNING))
     return found
+
+
+def _login_shell(user):
+    """Whether a <user> gets a shell one can log in with: a summary that does not say ("shell" absent) is not known
+    to; no shell attribute means useradd's default (/bin/sh or /bin/bash), which is one."""
+    if "shell" not in user:
+        return False
+    shell = user.get("shell")
+    return not shell or os.path.basename(shell) not in _NO_LOGIN_SHELLS
 
 
 def _unit_names(text):
@@ -298,6 +333,16 @@ def overlay_and_script_findings(description_dir):
                 if _access_unit(unit):
                     found.append(finding(script, match.group(0).strip(),
                                          "operator access: the script runs systemctl %s %s" % (match.group(1), unit)))
+        for match in _ADD_WANTS.finditer(text):
+            for unit in _unit_names(match.group(2)):
+                if _access_unit(unit):
+                    found.append(finding(script, match.group(0).strip(),
+                                         "operator access: the script runs systemctl %s for %s" % (match.group(1), unit)))
+        for match in _WANTS_LINK.finditer(text):
+            unit = match.group(3) or os.path.basename(match.group(1))
+            if _access_unit(unit.strip("'\"")):
+                found.append(finding(script, match.group(0).strip(),
+                                     "operator access: the script links %s into %s" % (unit, match.group(2))))
         for match in _INSERT_SERVICE.finditer(text):
             if _access_unit(match.group(1)):
                 found.append(finding(script, match.group(0).strip(),
