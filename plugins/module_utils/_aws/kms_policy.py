@@ -1,7 +1,8 @@
 """KMS key policy transformation for attestation: one owned statement per image, merged into a policy
 without touching anything else.
 
-Plain Python (3.9+), no Ansible imports.
+Plain Python (3.9+), no Ansible imports. Ours, not amazon.aws's: amazon.aws.kms_key replaces a key policy as a
+whole document, and a statement-level merge that never touches other administrators' statements is the point here.
 
 Ownership: a statement is owned by this collection when its Sid starts with SID_PREFIX
 ("AttestableAMI-"); the rest of the Sid is the image identifier with every character outside

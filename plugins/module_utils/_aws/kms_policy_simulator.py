@@ -1,6 +1,8 @@
 """Decide whether a KMS key policy allows a request, as KMS would for the NitroTPM attestation condition keys.
 
-Plain Python (3.9+), no Ansible imports. What is modelled:
+Plain Python (3.9+), no Ansible imports. Ours because nothing else does it offline: IAM's policy simulator does
+not evaluate KMS key policies with the NitroTPM attestation condition keys, and a test must not need AWS. What is
+modelled:
 
 - Explicit Deny wins over Allow; without a matching Allow the request is refused (implicit deny).
 - Principal / NotPrincipal: ``"*"`` and ``{"AWS": "*"}`` match everyone; an account (``"111122223333"`` or

@@ -129,14 +129,16 @@ def test_launch_adds_to_inventory_and_teardown_removes_everything(
     assert role_task(again, "Delete the security groups of this run")["skipped"] is True
 
 
+@pytest.mark.parametrize("arch", ["arm64", "aarch64"])  # the same machine, named as EC2 or as the kernel names it
 def test_arm64_over_ssm_opens_no_port_and_creates_no_key(
-        run_playbook, builder_playbook, builder_vars, ec2, ssm, moto_server):
+        run_playbook, builder_playbook, builder_vars, ec2, ssm, moto_server, arch):
     iam = boto3.client("iam", endpoint_url=moto_server, region_name="us-east-1")
-    iam.create_instance_profile(InstanceProfileName="attestable-builder-ssm")
-    iam.create_role(RoleName="attestable-builder-ssm", AssumeRolePolicyDocument=EC2_TRUST)
-    iam.add_role_to_instance_profile(InstanceProfileName="attestable-builder-ssm", RoleName="attestable-builder-ssm")
-    extra = dict(builder_vars, builder_architecture="arm64", builder_connection="ssm", builder_volume_size=50,
-                 builder_ssm_bucket="builder-transfer", builder_iam_instance_profile="attestable-builder-ssm")
+    profile = "attestable-builder-ssm-" + arch
+    iam.create_instance_profile(InstanceProfileName=profile)
+    iam.create_role(RoleName=profile, AssumeRolePolicyDocument=EC2_TRUST)
+    iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
+    extra = dict(builder_vars, builder_architecture=arch, builder_connection="ssm", builder_volume_size=50,
+                 builder_ssm_bucket="builder-transfer", builder_iam_instance_profile=profile)
     del extra["builder_ssh_cidr"]
     launched = run_playbook(builder_playbook("launch.yml"), extra_vars=extra)
     assert launched.rc == 0, launched.stdout[-4000:]
@@ -146,7 +148,7 @@ def test_arm64_over_ssm_opens_no_port_and_creates_no_key(
     assert instance["ImageId"] == ssm.get_parameter(Name=AL2023_PARAMETER % "arm64")["Parameter"]["Value"]
     assert ec2.describe_images(ImageIds=[instance["ImageId"]])["Images"][0]["Architecture"] == "arm64"
     assert instance["InstanceType"] == "m7g.large"
-    assert instance["IamInstanceProfile"]["Arn"].endswith("/attestable-builder-ssm")
+    assert instance["IamInstanceProfile"]["Arn"].endswith("/" + profile)
     assert "KeyName" not in instance
     assert root_volume(ec2, instance)["Size"] == 50
     group = ec2.describe_security_groups(GroupIds=[res["security_group_id"]])["SecurityGroups"][0]

@@ -4,6 +4,7 @@ image_description_allow_operator_access, and then the result says attestable: fa
 values refused before anything is written. KIWI's loader validates every rendering (the role runs kiwi_validate)."""
 import json
 import os
+import shutil
 import stat
 
 import pytest
@@ -306,3 +307,58 @@ def test_escape_hatches(extended):
     _summary(tmp_path / "type-escape-hatch")
     assert records["type_escape_hatch"]["attestable"] is False
     assert any("partitions" in item for item in records["type_escape_hatch"]["switched_off"])
+
+
+def _snapshot(path):
+    found = {}
+    for root, _dirs, files in os.walk(str(path)):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, "rb") as handle:
+                found[os.path.relpath(full, str(path))] = (handle.read(), stat.S_IMODE(os.stat(full).st_mode))
+    return found
+
+
+def test_a_description_folder_of_the_users_own_is_never_rendered_over(tmp_path):
+    # The reported data loss: rendering over a user's own folder deleted its root/ files. Now refused, unchanged.
+    here = os.path.dirname(os.path.abspath(__file__))
+    users = tmp_path / "mine"
+    shutil.copytree(os.path.join(here, "..", "..", "descriptions", "enclave", "description"), str(users))
+    before = _snapshot(users)
+    proc, _results, data = render(tmp_path, dest=str(users))
+    assert proc.returncode != 0
+    message = failure_message(data)
+    assert "not a description this role rendered" in message and str(users) in message
+    assert _snapshot(users) == before
+
+    # A directory holding anything else (no appliance.kiwi at all) is refused too.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me\n")
+    proc, _results, data = render(tmp_path, dest=str(other))
+    assert proc.returncode != 0 and "not a description this role rendered" in failure_message(data)
+    assert (other / "notes.txt").read_text() == "keep me\n" and os.listdir(str(other)) == ["notes.txt"]
+
+
+def test_an_earlier_rendering_is_rendered_again_in_place(tmp_path):
+    dest = tmp_path / "description"
+    first, _results, _data = render(tmp_path, dest=str(dest))
+    assert first.returncode == 0
+    (dest / "root" / "stale-file").write_text("left from an earlier rendering\n")
+    again, _results, data = render(tmp_path, dest=str(dest))
+    assert again.returncode == 0, failure_message(data)
+    assert not (dest / "root" / "stale-file").exists()
+
+
+def test_aarch64_renders_what_arm64_renders(tmp_path):
+    # One machine, two names: the description for aarch64 is the arm64 one (only the header names it as given).
+    rendered = {}
+    for arch in ("arm64", "aarch64"):
+        dest = tmp_path / arch
+        proc, _results, data = render(tmp_path, architecture=arch, dest=str(dest))
+        assert proc.returncode == 0, failure_message(data)
+        rendered[arch] = dict((path, content.replace(b"image (%s)" % arch.encode(), b"image (ARCH)"))
+                              for path, (content, _mode) in _snapshot(dest).items())
+    assert rendered["aarch64"] == rendered["arm64"]
+    assert b"/aarch64/mirror.list" in rendered["arm64"]["appliance.kiwi"]
+    assert b"efi_boot_file=BOOTAA64.EFI" in rendered["arm64"]["edit_boot_install.sh"]
