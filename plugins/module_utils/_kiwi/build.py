@@ -467,6 +467,13 @@ def is_uki(path):
         return False
 
 
+def output_files(result):
+    """The existing files a build returned (RV artifacts, uki, the veritytab beside the disk, the log), sorted."""
+    paths = set((result.get("artifacts") or {}).values())
+    paths.update([result.get("uki"), (result.get("veritytab") or {}).get("path"), result.get("log_file")])
+    return sorted(path for path in paths if path and os.path.isfile(path) and not os.path.islink(path))
+
+
 def collect(target_dir, log_file):
     """Everything a finished build produced, as the module returns it (without kiwi_version/digest)."""
     result = load_result(target_dir)
