@@ -20,8 +20,9 @@ description:
   - Each block write is retried with exponential backoff and jitter on throttling, HTTP 5xx and connection
     errors. When a block cannot be written, the incomplete snapshot is deleted and the module fails.
   - The image is read once, as a stream; memory stays bounded (a queue of about two blocks per worker).
-  - Idempotent. A completed snapshot is tagged C(attestable:image-sha256) with the image's SHA-256 and
-    C(attestable:image-size) with its size in bytes. Tags are only a hint (anyone with C(ec2:CreateTags) can
+  - Idempotent. A completed snapshot is tagged C(attestable:ImageSHA256) with the image's SHA-256 and
+    C(attestable:ImageSize) with its size in bytes (snapshots tagged with the older C(attestable:image-sha256) and
+    C(attestable:image-size) are recognised too). Tags are only a hint (anyone with C(ec2:CreateTags) can
     write them), so a tagged snapshot is reused only after its content is read back and compared with the image
     (O(reuse)) - its written block indices (C(ListSnapshotBlocks)) must be exactly the image's non-zero blocks,
     and the blocks read back (C(GetSnapshotBlock)) must have the image's block SHA-256. Only then does the
@@ -68,7 +69,7 @@ options:
   purge_tags:
     description:
       - With O(tags) set, remove the tags of a reused snapshot that O(tags) does not list (needs
-        C(ec2:DeleteTags)). The C(attestable:image-sha256) and C(attestable:image-size) tags and tag keys
+        C(ec2:DeleteTags)). The C(attestable:ImageSHA256) and C(attestable:ImageSize) tags and tag keys
         beginning with V(aws:) are never removed.
       - The default keeps tags others have set, unlike amazon.aws's modules.
     type: bool
@@ -235,6 +236,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_ta
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import compare_aws_tags
 
 from ansible_collections.attestable.ami.plugins.module_utils._aws import ebs_upload
+from ansible_collections.attestable.ami.plugins.module_utils._common.measurements import tag_value
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 # A snapshot that was just created can answer InvalidSnapshot.NotFound for a few seconds (eventual consistency).
@@ -251,8 +253,14 @@ def describe_all_snapshots(ec2, **params):
 def find_snapshots(module, ec2, image_size, volume_size, encrypted, kms_key_id):
     """Completed (or completing) snapshots uploaded from an image of this size that fit the request."""
     try:
-        snapshots = describe_all_snapshots(
-            ec2, OwnerIds=["self"], Filters=[{"Name": "tag:%s" % ebs_upload.SIZE_TAG, "Values": [str(image_size)]}])
+        # Snapshots uploaded before the tag keys were unified carry the legacy key: one lookup per spelling.
+        snapshots, seen = [], set()
+        for key in (ebs_upload.SIZE_TAG, ebs_upload.LEGACY_SIZE_TAG):
+            for snap in describe_all_snapshots(
+                    ec2, OwnerIds=["self"], Filters=[{"Name": "tag:%s" % key, "Values": [str(image_size)]}]):
+                if snap["SnapshotId"] not in seen:
+                    seen.add(snap["SnapshotId"])
+                    snapshots.append(snap)
     except AWS_ERRORS as e:
         module.fail_json_aws(e, msg="Failed to look for an earlier upload of the image")
     candidates = []
@@ -271,7 +279,7 @@ def find_snapshots(module, ec2, image_size, volume_size, encrypted, kms_key_id):
 def tagged_with(snapshots, image_sha256):
     """The snapshots tagged with this image digest, newest (and completed) first."""
     found = [s for s in snapshots
-             if boto3_tag_list_to_ansible_dict(s.get("Tags", [])).get(ebs_upload.SHA256_TAG) == image_sha256]
+             if tag_value(boto3_tag_list_to_ansible_dict(s.get("Tags", [])), ebs_upload.SHA256_TAG) == image_sha256]
     return list(reversed(found))
 
 
@@ -438,7 +446,9 @@ def main():
     if existing:
         result["snapshot_id"] = existing["SnapshotId"]
         current = boto3_tag_list_to_ansible_dict(existing.get("Tags", []))
-        identity = dict((k, current[k]) for k in (ebs_upload.SHA256_TAG, ebs_upload.SIZE_TAG) if k in current)
+        identity = dict((k, current[k]) for k in (ebs_upload.SHA256_TAG, ebs_upload.SIZE_TAG,
+                                                  ebs_upload.LEGACY_SHA256_TAG, ebs_upload.LEGACY_SIZE_TAG)
+                        if k in current)
         to_set, to_unset = tag_changes(current, params["tags"], identity, params["purge_tags"])
         # amazon.aws's add_ec2_tags/remove_ec2_tags: retried, nothing sent in check mode, fail_json_aws on errors.
         result["changed"] |= remove_ec2_tags(ec2, module, existing["SnapshotId"], to_unset)

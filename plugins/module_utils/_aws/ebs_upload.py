@@ -38,6 +38,8 @@ GIB = 1024 * 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
 SHA256_TAG = _tag_keys.IMAGE_SHA256_TAG  # the collection's tag keys are listed in _common/measurements.py
 SIZE_TAG = _tag_keys.IMAGE_SIZE_TAG
+LEGACY_SHA256_TAG = _tag_keys.LEGACY_TAG_KEYS[SHA256_TAG]  # read, never written
+LEGACY_SIZE_TAG = _tag_keys.LEGACY_TAG_KEYS[SIZE_TAG]
 NOT_FOUND_CODES = frozenset(["ResourceNotFoundException"])
 # How long the EBS team advises retrying "does not exist" for a just-started snapshot (coldsnap #43 / #56).
 DEFAULT_CONSISTENCY_SECONDS = 120

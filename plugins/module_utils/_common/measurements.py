@@ -60,16 +60,32 @@ HASH_ALGORITHM_TAG = TAG_PREFIX + HASH_ALGORITHM_KEY
 DIGEST_TAG = TAG_PREFIX + "MeasurementsSHA384"
 UKI_TAG = TAG_PREFIX + "UkiSHA256"
 SNAPSHOT_TAG = TAG_PREFIX + "SnapshotId"
-# Snapshots (snapshot_upload): the uploaded image's SHA-256 and size. Older lower-case spelling, kept: snapshots
-# in the wild carry it and snapshot_upload finds an earlier upload by it (a rename must keep reading these).
-IMAGE_SHA256_TAG = TAG_PREFIX + "image-sha256"
-IMAGE_SIZE_TAG = TAG_PREFIX + "image-size"
+# Snapshots (snapshot_upload): the uploaded image's SHA-256 and size.
+IMAGE_SHA256_TAG = TAG_PREFIX + "ImageSHA256"
+IMAGE_SIZE_TAG = TAG_PREFIX + "ImageSize"
 # Builder instances, security groups and key pairs: written and read by roles/builder's Jinja (which cannot import
 # this); listed so the inventory is whole. Teardown finds a run's resources by them.
-BUILDER_RUN_ID_TAG = TAG_PREFIX + "run-id"
-BUILDER_ROLE_TAG = TAG_PREFIX + "role"
+BUILDER_RUN_ID_TAG = TAG_PREFIX + "RunId"
+BUILDER_ROLE_TAG = TAG_PREFIX + "Role"
 TAG_KEYS = (HASH_ALGORITHM_TAG, TAG_PREFIX + "PCR<n>", DIGEST_TAG, UKI_TAG, SNAPSHOT_TAG, IMAGE_SHA256_TAG,
             IMAGE_SIZE_TAG, BUILDER_RUN_ID_TAG, BUILDER_ROLE_TAG)
+# Spellings written before the keys were unified (collection < 1.1): never written now, still read, because
+# snapshots and leaked builders in the wild carry them (snapshot_upload reuses such a snapshot, teardown finds
+# such a builder).
+LEGACY_TAG_KEYS = {
+    IMAGE_SHA256_TAG: TAG_PREFIX + "image-sha256",
+    IMAGE_SIZE_TAG: TAG_PREFIX + "image-size",
+    BUILDER_RUN_ID_TAG: TAG_PREFIX + "run-id",
+    BUILDER_ROLE_TAG: TAG_PREFIX + "role",
+}
+
+
+def tag_value(tags, key):
+    """The value of a tag key in a {key: value} dict, under its current spelling or its legacy one."""
+    if key in tags:
+        return tags[key]
+    return tags.get(LEGACY_TAG_KEYS.get(key, key))
+
 
 _MEASUREMENT_KEY = re.compile(r"^(HashAlgorithm|PCR([0-9]|1[0-9]|2[0-3]))\Z")
 

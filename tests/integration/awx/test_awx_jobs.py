@@ -313,7 +313,7 @@ def _builder_run(ec2, image_id, run_id):
     """A builder left behind by run run_id: instance, security group and key pair tagged as the builder role
     tags them."""
     name = "attestable-builder-" + run_id
-    tags = [{"Key": "attestable:run-id", "Value": run_id}, {"Key": "attestable:role", "Value": "builder"},
+    tags = [{"Key": "attestable:RunId", "Value": run_id}, {"Key": "attestable:Role", "Value": "builder"},
             {"Key": "Name", "Value": name}]
     group = ec2.create_security_group(GroupName=name, Description="builder " + run_id,
                                       TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]

@@ -20,7 +20,7 @@ EC2_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [
 
 def run_instances(ec2, run_id):
     """Every instance tagged with this run id, whatever its state."""
-    found = ec2.describe_instances(Filters=[{"Name": "tag:attestable:run-id", "Values": [run_id]}])
+    found = ec2.describe_instances(Filters=[{"Name": "tag:attestable:RunId", "Values": [run_id]}])
     return [i for r in found["Reservations"] for i in r["Instances"]]
 
 
@@ -74,8 +74,8 @@ def test_launch_adds_to_inventory_and_teardown_removes_everything(
     assert instance["InstanceType"] == "m7i.large"
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
     assert instance["MetadataOptions"]["HttpEndpoint"] == "enabled"
-    assert tag_dict(instance) == dict(BUILDER_TAGS, **{"Name": name, "attestable:run-id": run_id,
-                                                       "attestable:role": "builder"})
+    assert tag_dict(instance) == dict(BUILDER_TAGS, **{"Name": name, "attestable:RunId": run_id,
+                                                       "attestable:Role": "builder"})
 
     volume = root_volume(ec2, instance)
     assert (volume["Size"], volume["VolumeType"], volume["Encrypted"]) == (30, "gp3", True)
@@ -89,12 +89,12 @@ def test_launch_adds_to_inventory_and_teardown_removes_everything(
     assert group["GroupName"] == name
     assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], [r["CidrIp"] for r in p["IpRanges"]], p["Ipv6Ranges"])
             for p in group["IpPermissions"]] == [("tcp", 22, 22, ["198.51.100.7/32"], [])]
-    assert tag_dict(group)["attestable:run-id"] == run_id
+    assert tag_dict(group)["attestable:RunId"] == run_id
 
     # The run's own key pair; its private key is on the controller, 0600 in a 0700 directory, and in no output.
     assert instance["KeyName"] == name == res["key_name"]
     [key] = ec2.describe_key_pairs(KeyNames=[name])["KeyPairs"]
-    assert tag_dict(key)["attestable:run-id"] == run_id
+    assert tag_dict(key)["attestable:RunId"] == run_id
     assert os.path.dirname(res["key_dir"]) == str(tmp_path)
     assert stat.S_IMODE(os.stat(res["key_dir"]).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(res["key_file"]).st_mode) == 0o600

@@ -1,6 +1,7 @@
 """Teardown of a builder run against a moto server over HTTP: it removes exactly one run's resources.
 
-The runs' resources are made here with boto3 as the role tags them (attestable:run-id, attestable:role=builder),
+The runs' resources are made here with boto3 as the role tags them (attestable:RunId, attestable:Role=builder;
+some with the attestable:run-id, attestable:role spelling of older releases),
 so that each test sees teardown alone. The recording proxy (tests/integration/aws_proxy.py) answers
 DependencyViolation where AWS does and moto does not: a security group whose instance's network interface is
 still being released.
@@ -14,10 +15,14 @@ from test_builder_role import NOTHING_LEFT, leftovers, no_traceback, role_task, 
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
 
-def make_run(ec2, ssm, run_id, prefix="attestable-builder"):
+NEW_KEYS = ("attestable:RunId", "attestable:Role")
+LEGACY_KEYS = ("attestable:run-id", "attestable:role")  # written by releases before the tag keys were unified
+
+
+def make_run(ec2, ssm, run_id, prefix="attestable-builder", keys=NEW_KEYS):
     """An instance, security group and key pair tagged as the role tags a run's resources."""
     name = "%s-%s" % (prefix, run_id)
-    tags = [{"Key": "attestable:run-id", "Value": run_id}, {"Key": "attestable:role", "Value": "builder"},
+    tags = [{"Key": keys[0], "Value": run_id}, {"Key": keys[1], "Value": "builder"},
             {"Key": "Name", "Value": name}]
     group = ec2.create_security_group(GroupName=name, Description="test run " + run_id,
                                       TagSpecifications=[{"ResourceType": "security-group", "Tags": tags}])["GroupId"]
@@ -108,6 +113,21 @@ def test_teardown_removes_exactly_its_run_and_not_a_run_whose_id_extends_it(
     assert mine["group_id"] != other["group_id"]
     assert not os.path.exists(mine_dir)
     assert os.path.isdir(other_dir) and os.path.isdir(other_prefix_dir)
+
+
+def test_teardown_removes_a_run_tagged_by_an_older_release(run_playbook, builder_vars, ec2, ssm, tmp_path):
+    # A builder leaked by a release that still wrote attestable:run-id / attestable:role: found and removed too;
+    # another run (current keys) whose id extends it stays.
+    mine = make_run(ec2, ssm, "r2", keys=LEGACY_KEYS)
+    other = make_run(ec2, ssm, "r2.x")
+    result = teardown_playbook(run_playbook, builder_vars, "r2", tmp_path)
+    assert result.rc == 0, result.stdout[-4000:]
+    state = dict((i["InstanceId"], i["State"]["Name"]) for r in ec2.describe_instances()["Reservations"]
+                 for i in r["Instances"])
+    assert state[mine["instance_id"]] == "terminated"
+    assert live(ec2) == [other["instance_id"]]
+    assert leftovers(ec2)["security_groups"] == [other["group_id"]]
+    assert leftovers(ec2)["key_pairs"] == [other["key_name"]]
 
 
 def test_teardown_waits_out_dependency_violation_and_leaves_nothing(

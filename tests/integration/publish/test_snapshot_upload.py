@@ -60,8 +60,8 @@ def test_sparse_image_round_trips_block_by_block(run_playbook, aws_proxy, aws, s
 
     snap = aws.client("ec2").describe_snapshots(SnapshotIds=[result["snapshot_id"]])["Snapshots"][0]
     tags = dict((t["Key"], t["Value"]) for t in snap["Tags"])
-    assert tags["attestable:image-sha256"] == sparse_image["sha256"]
-    assert tags["attestable:image-size"] == str(sparse_image["size"])
+    assert tags["attestable:ImageSHA256"] == sparse_image["sha256"]
+    assert tags["attestable:ImageSize"] == str(sparse_image["size"])
     assert tags["Name"] == "publish-test"
 
     aws_proxy.clear()
@@ -196,7 +196,11 @@ NEW_SNAPSHOT = r"^POST /snapshots$"
 SNAPSHOT_ID = r'"SnapshotId":\s*"(snap-[0-9a-f]+)"'
 
 
-def _forge_snapshot(aws, image, blocks):
+NEW_KEYS = ("attestable:ImageSHA256", "attestable:ImageSize")
+LEGACY_KEYS = ("attestable:image-sha256", "attestable:image-size")  # written before the tag keys were unified
+
+
+def _forge_snapshot(aws, image, blocks, keys=NEW_KEYS):
     """A snapshot made straight on moto holding `blocks` ({index: bytes}) and tagged as if it were an upload
     of `image` - what anyone with ebs:StartSnapshot and ec2:CreateTags in the account could do."""
     ebs = aws.client("ebs")
@@ -208,8 +212,8 @@ def _forge_snapshot(aws, image, blocks):
                                ChecksumAlgorithm="SHA256")
     ebs.complete_snapshot(SnapshotId=snap, ChangedBlocksCount=len(blocks))
     aws.client("ec2").create_tags(Resources=[snap], Tags=[
-        {"Key": "attestable:image-sha256", "Value": image["sha256"]},
-        {"Key": "attestable:image-size", "Value": str(image["size"])}])
+        {"Key": keys[0], "Value": image["sha256"]},
+        {"Key": keys[1], "Value": str(image["size"])}])
     return snap
 
 
@@ -219,14 +223,16 @@ def _image_blocks(image):
     return dict((i, data[i * BLOCK:(i + 1) * BLOCK]) for i in image["nonzero_blocks"])
 
 
+@pytest.mark.parametrize("keys", [NEW_KEYS, LEGACY_KEYS], ids=["tag keys", "legacy tag keys"])
 @pytest.mark.parametrize("forgery", ["one block altered", "one block missing"])
-def test_tags_alone_do_not_make_a_snapshot_reused(run_playbook, aws_proxy, aws, sparse_image, read_back, forgery):
+def test_tags_alone_do_not_make_a_snapshot_reused(run_playbook, aws_proxy, aws, sparse_image, read_back, forgery,
+                                                  keys):
     blocks = _image_blocks(sparse_image)
     if forgery == "one block altered":
         blocks[3] = blocks[3][:100] + b"\xff" + blocks[3][101:]
     else:
         del blocks[10]
-    forged = _forge_snapshot(aws, sparse_image, blocks)
+    forged = _forge_snapshot(aws, sparse_image, blocks, keys)
     run = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
     assert run.rc == 0, run.stdout
     result = run.task("Upload the image")
@@ -306,7 +312,7 @@ def test_new_snapshot_not_found_answers_are_retried(run_playbook, aws_proxy, aws
     data = read_back(aws.client("ebs"), result["snapshot_id"], sparse_image["size"])[0]
     assert hashlib.sha256(data).hexdigest() == sparse_image["sha256"]
     snap = aws.client("ec2").describe_snapshots(SnapshotIds=[result["snapshot_id"]])["Snapshots"][0]
-    assert dict((t["Key"], t["Value"]) for t in snap["Tags"])["attestable:image-sha256"] == sparse_image["sha256"]
+    assert dict((t["Key"], t["Value"]) for t in snap["Tags"])["attestable:ImageSHA256"] == sparse_image["sha256"]
 
 
 def test_new_snapshot_not_found_retries_stop_at_the_window(run_playbook, aws_proxy, aws, sparse_image):
@@ -362,5 +368,16 @@ def test_purge_tags_removes_other_tags_of_a_reused_snapshot_but_not_its_identity
     assert purged.rc == 0, purged.stdout
     result = purged.task("Upload the image")
     assert result["changed"] is True and result["snapshot_id"] == snapshot_id and result["blocks_written"] == 0
-    assert tags() == {"Name": "publish-test", "attestable:image-sha256": sparse_image["sha256"],
-                      "attestable:image-size": str(sparse_image["size"])}
+    assert tags() == {"Name": "publish-test", "attestable:ImageSHA256": sparse_image["sha256"],
+                      "attestable:ImageSize": str(sparse_image["size"])}
+
+
+def test_a_snapshot_tagged_with_the_legacy_keys_is_reused_once_it_verifies(run_playbook, aws_proxy, aws, sparse_image):
+    # An upload made before the tag keys were unified: the same content, tagged attestable:image-sha256/-size.
+    earlier = _forge_snapshot(aws, sparse_image, _image_blocks(sparse_image), LEGACY_KEYS)
+    run = _upload(run_playbook, aws_proxy.url, sparse_image["path"])
+    assert run.rc == 0, run.stdout
+    result = run.task("Upload the image")
+    assert result["snapshot_id"] == earlier and not result.get("reuse_rejected")
+    assert aws_proxy.block_puts() == []
+    assert not [r for r in aws_proxy.requests if r["method"] == "POST" and r["path"] == "/snapshots"]

@@ -1,6 +1,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """_common/measurements: what a PCR key, a PCR value, the hash algorithm and the boot mode are, and the tags.
 Every error names the input (``where``) and what was expected."""
+import re
+
 import pytest
 
 from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as m
@@ -123,3 +125,14 @@ def test_a_trailing_newline_is_no_part_of_a_key_or_value():
     assert not m.is_pcr_key("PCR4\n") and not m.is_pcr_value(PCR + "\n") and not m.is_measurement_tag("attestable:PCR4\n")
     with pytest.raises(m.MeasurementError, match=r"^measurements\.PCR4 must be 96 lowercase hex"):
         m.validate(dict(GOOD, PCR4=PCR + "\n"))
+
+
+def test_tag_value_reads_the_current_key_first_then_the_legacy_spelling():
+    assert m.tag_value({"attestable:ImageSHA256": "new", "attestable:image-sha256": "old"}, m.IMAGE_SHA256_TAG) == "new"
+    assert m.tag_value({"attestable:image-sha256": "old"}, m.IMAGE_SHA256_TAG) == "old"
+    assert m.tag_value({"attestable:run-id": "r1"}, m.BUILDER_RUN_ID_TAG) == "r1"
+    assert m.tag_value({"Name": "x"}, m.IMAGE_SIZE_TAG) is None
+    # Every key is written in one style: attestable: + CamelCase (the legacy spellings are only read).
+    for key in m.TAG_KEYS:
+        assert re.match(r"^attestable:[A-Z][A-Za-z0-9<>]*$", key), key
+    assert not set(m.LEGACY_TAG_KEYS.values()) & set(m.TAG_KEYS)
