@@ -22,6 +22,7 @@ author:
   - Attestable AMI maintainers (@attestable)
 extends_documentation_fragment:
   - attestable.ami.attributes
+  - ansible.builtin.files
 options:
   path:
     description:
@@ -29,6 +30,9 @@ options:
       - With O(manifest), where the result is written (the file's current content is replaced); without it,
         nothing is written.
       - One of O(path) and O(manifest) is required.
+      - When the module writes O(path) (O(sections) or O(manifest) given), O(mode), O(owner), O(group) and the other
+        file options apply to it; a difference in them alone also reports changed. A new file without O(mode) gets
+        C(0644), an existing one keeps its permission bits.
     type: path
   manifest:
     description:
@@ -89,6 +93,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.attestable.ami.plugins.module_utils import manifest as manifest_lib
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
 
 
 def main():
@@ -99,6 +104,7 @@ def main():
             sections=dict(type="dict", default={}),
         ),
         required_one_of=[("path", "manifest")],
+        add_file_common_args=True,
         supports_check_mode=True,
     )
     path = module.params["path"]
@@ -131,6 +137,8 @@ def main():
             manifest_lib.write(path, after)
         except (IOError, OSError) as exc:
             module.fail_json(msg="attestation manifest: cannot write %s: %s" % (path, exc), path=path)
+    if path and (module.params["sections"] or given is not None):
+        result["changed"] = atomic_file.set_attributes(module, path, changed)  # owner, group, mode, ...
     module.exit_json(**result)
 
 

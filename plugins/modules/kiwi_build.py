@@ -30,12 +30,16 @@ description:
     options produced a successful build; the same inputs again return C(changed=false) and the recorded results
     without building. Anything else cleans the target directory's earlier build and builds again.
   - A failed build fails the task with KIWI's error lines and the log path.
+  - O(owner), O(group), O(mode) and the other file options apply to the files the build produced (RV(artifacts),
+    RV(uki), the veritytab beside the disk, O(log_file)), also when an earlier build is reused (a difference in them
+    alone reports changed). KIWI runs as root, so this is how its outputs become another user's.
   - Must run as root, because KIWI mounts, uses loop devices and chroots; use C(become=true). KIWI builds for the
     architecture of the host it runs on.
 author:
   - Attestable AMI maintainers (@attestable)
 extends_documentation_fragment:
   - attestable.ami.attributes
+  - ansible.builtin.files
 options:
   description:
     description:
@@ -266,6 +270,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file
 from ansible_collections.attestable.ami.plugins.module_utils._kiwi import build as kb
 from ansible_collections.attestable.ami.plugins.module_utils._kiwi.description import (
     DescriptionError,
@@ -279,6 +284,13 @@ def kiwi_version(module, kiwi_ng):
     if rc != 0:
         module.fail_json(msg="kiwi_build: %s --version failed: %s" % (kiwi_ng, (err or out).strip()))
     return out.strip().split()[-1] if out.strip() else None
+
+
+def file_options(module, result, changed):
+    """Apply owner/group/mode/... (add_file_common_args) to the build's files; True when anything changed."""
+    for path in kb.output_files(result):
+        changed = atomic_file.set_attributes(module, path, False) or changed
+    return changed
 
 
 def main():
@@ -295,6 +307,7 @@ def main():
             kiwi_ng=dict(type="path"),
             environment=dict(type="dict", default={}),
         ),
+        add_file_common_args=True,
         supports_check_mode=True,
     )
     params = module.params
@@ -328,7 +341,7 @@ def main():
         result.setdefault("uki_source", "hook" if result.get("uki") else None)  # recorded before uki_source
         result.update(description_digest=digest, target_dir=target_dir, environment=environment,
                       reason="%s already holds a successful build of this description" % target_dir)
-        module.exit_json(changed=False, **result)
+        module.exit_json(changed=file_options(module, result, False), **result)
 
     reason = "force: true" if current else previous
     common = dict(description_digest=digest, log_file=log_file, target_dir=target_dir, reason=reason,
@@ -368,6 +381,7 @@ def main():
         result = kb.collect(target_dir, log_file)
         result.update(common)
         kb.write_marker(target_dir, key, result)
+        file_options(module, result, True)
     except kb.KiwiBuildError as exc:
         module.fail_json(msg="kiwi_build: %s (log: %s)" % (exc, exc.log_file or log_file),
                          error_lines=exc.lines, **common)

@@ -34,6 +34,7 @@ requirements:
   - cryptography (for Secure Boot, when O(pk) is given)
 extends_documentation_fragment:
   - attestable.ami.attributes
+  - ansible.builtin.files
 options:
   images:
     description:
@@ -91,6 +92,8 @@ options:
         an existing file keeps its permission bits.
       - It must be a regular file or a new path in an existing directory; a directory, FIFO, socket, device or
         symbolic link is refused.
+      - O(mode), O(owner), O(group) and the other file options apply to this file; a difference in them alone also
+        reports changed. A new file without O(mode) gets C(0644).
     type: path
 attributes:
   check_mode:
@@ -341,6 +344,7 @@ def _handle_dest(module, result):
         except (IOError, OSError) as exc:
             module.fail_json(msg="dest %s" % exc if path in str(exc) else "dest %s: cannot write it: %s" % (path, exc),
                              **result)
+    result["changed"] = atomic_file.set_attributes(module, path, changed)  # owner, group, mode, ... (check mode: none)
 
 
 def main():
@@ -356,6 +360,7 @@ def main():
             banks=dict(type="list", elements="str", default=["sha384"], choices=["sha384", "sha256"]),
             dest=dict(type="path"),
         ),
+        add_file_common_args=True,
         supports_check_mode=True,
     )
     if not module.params["images"]:

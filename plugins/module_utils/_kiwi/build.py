@@ -23,11 +23,10 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 
 from ansible_collections.attestable.ami.plugins.module_utils._boot import esp as esp_image
+from ansible_collections.attestable.ami.plugins.module_utils._common import atomic_file, processes
 from ansible_collections.attestable.ami.plugins.module_utils._common.file_digest import sha256_file
 from ansible_collections.attestable.ami.plugins.module_utils._pcr.authenticode import ImageError, PeImage
 
@@ -132,11 +131,8 @@ def read_marker(target_dir):
 
 def write_marker(target_dir, key, result):
     path = os.path.join(target_dir, MARKER_NAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump({"version": MARKER_VERSION, "key": key, "result": result, "finished_at": int(time.time())},
-                  handle, indent=2, sort_keys=True)
-    os.rename(tmp, path)
+    atomic_file.write_text(path, json.dumps({"version": MARKER_VERSION, "key": key, "result": result,
+                                             "finished_at": int(time.time())}, indent=2, sort_keys=True))
 
 
 def up_to_date(target_dir, key):
@@ -241,44 +237,24 @@ def run_build(command, log_file, timeout=None, stderr_file=None, environment=Non
     image root, where a TMPDIR of the controller's or the user's (/tmp/<something>) does not exist.
     """
     stderr_file = stderr_file or log_file + ".stderr"
-    open(log_file, "w").close()  # KIWI appends: start each build with an empty log
-    with open(os.devnull, "wb") as devnull, open(stderr_file, "wb") as stderr:
-        env = dict((k, v) for k, v in os.environ.items() if k != "TMPDIR")
-        env.update(environment or {})
-        process = subprocess.Popen(command, stdin=devnull, stdout=devnull, stderr=stderr, start_new_session=True,
-                                   env=env)
-        try:
+    atomic_file.write_text(log_file, "")  # KIWI appends: start each build with an empty log
+    env = dict((k, v) for k, v in os.environ.items() if k != "TMPDIR")
+    env.update(environment or {})
+    try:
+        # SIGTERM first, with time for KIWI to unmount what it can; the whole process group goes in the end,
+        # also when this process is interrupted while it waits
+        with processes.start(command, stdout=None, stderr=stderr_file, append=False, env=env, term_grace=60,
+                             kill_grace=10) as process:
             return process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _stop(process)
-            raise KiwiBuildError("kiwi-ng did not finish within %s seconds and was stopped" % timeout,
-                                 tail_lines(log_file), log_file)
-
-
-def _stop(process):
-    """SIGTERM the build's process group (KIWI unmounts what it can), then SIGKILL after a grace period."""
-    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except OSError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    except processes.ProcessTimeout:
+        raise KiwiBuildError("kiwi-ng did not finish within %s seconds and was stopped" % timeout,
+                             tail_lines(log_file), log_file)
+    except processes.ProcessNotStarted as exc:
+        raise KiwiBuildError(str(exc), log_file=log_file)
 
 
 def tail_lines(path, count=15):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            text = handle.read().decode("utf-8", "replace")
-    except (IOError, OSError):
-        return []
-    return [line for line in text.splitlines() if line.strip()][-count:]
+    return processes.tail_lines(path, count)
 
 
 def error_lines(log_file, stderr_file=None, limit=20):
@@ -489,6 +465,13 @@ def is_uki(path):
         return PeImage(data, name=path).section(".linux") is not None
     except (ImageError, IOError, OSError):
         return False
+
+
+def output_files(result):
+    """The existing files a build returned (RV artifacts, uki, the veritytab beside the disk, the log), sorted."""
+    paths = set((result.get("artifacts") or {}).values())
+    paths.update([result.get("uki"), (result.get("veritytab") or {}).get("path"), result.get("log_file")])
+    return sorted(path for path in paths if path and os.path.isfile(path) and not os.path.islink(path))
 
 
 def collect(target_dir, log_file):

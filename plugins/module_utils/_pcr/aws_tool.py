@@ -10,9 +10,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
-from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas
+from ansible_collections.attestable.ami.plugins.module_utils._common import measurements as meas, processes
 
 TOOL_NAME = "nitro-tpm-pcr-compute"
 PACKAGE = "aws-nitro-tpm-tools"
@@ -83,7 +82,10 @@ def installed_version():
     rpm = shutil.which("rpm")
     if not rpm:
         return None
-    proc = subprocess.run([rpm, "-q", "--qf", "%{VERSION}", PACKAGE], capture_output=True, text=True, check=False)
+    try:
+        proc = processes.run([rpm, "-q", "--qf", "%{VERSION}", PACKAGE], text=True, timeout=120)
+    except processes.ProcessError:
+        return None
     if proc.returncode != 0:
         return None
     return proc.stdout.strip() or None
@@ -103,8 +105,8 @@ def run(images, pk=None, kek=None, db=None, dbx=None, tool_path=None, timeout=60
                             % (PACKAGE, version, PACKAGE))
     argv = command(tool, images, pk=pk, kek=kek, db=db, dbx=dbx)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = processes.run(argv, text=True, timeout=timeout)
+    except processes.ProcessError as exc:
         raise ToolError("%s could not run: %s" % (TOOL_NAME, exc))
     if proc.returncode != 0:
         raise ToolError("%s failed (exit %d): %s" % (TOOL_NAME, proc.returncode,
