@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Make this checkout importable as ansible_collections.attestable.ami (pytest and ansible alike).
 
 The collection's code imports itself by its FQCN; a symlink under .build/collections gives the checkout

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Time the PCR engine on a UKI against the floor of hashing the same bytes with hashlib.
 
 Usage: .venv/bin/python benchmarks/pcr_engine.py [UKI.efi] [--repeat N] [--banks sha384,sha256]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Prepare this machine for `make demo` / `make test`: Debian packages that are missing, the .venv,
 # and the offline pip bootstrap that ansible-test sanity needs. Safe to run again: it only does what is missing.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Assemble a Unified Kernel Image from real parts, reproducibly:
 #   the Debian cloud kernel (apt-get download, never installed), a busybox-static initrd, the systemd stub 252,
 #   glued with objcopy (.osrel/.cmdline/.linux/.initrd), PE TimeDateStamp zeroed so two builds are identical.

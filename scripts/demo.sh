@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # The job behind `make demo`: attestable.ami.build_and_publish, then attestable.ami.authorize, with the local
 # profile (playbooks/vars/local.yml): this machine is the builder, a moto server on 127.0.0.1 is AWS.
 # Before them a demo KMS key is created; after them the tamper proofs run and one summary is printed.

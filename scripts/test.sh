@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # The test suite behind `make test`. Usage: scripts/test.sh [all|unit|py39|sanity|lint|integration]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

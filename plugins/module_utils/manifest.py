@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The attestation manifest: one JSON record that every pipeline stage reads and extends.
 
 Plain Python (3.9+), no Ansible imports. Layout (schema_version 1):

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # Install scripts/vfat/'s mount.vfat + umount.ramfs into SBIN (default /sbin, where mount(8) looks for helpers)
 # only when the kernel has no vfat (FILESYSTEMS, default /proc/filesystems), and never over a helper that is
 # not ours. Says what it installed or why not. Safe to run again.

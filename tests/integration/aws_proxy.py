@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A recording, fault-injecting HTTP proxy in front of the moto server, for tests that must see what a module
 *sent* (moto drops some fields) or make AWS misbehave at a chosen request.
 

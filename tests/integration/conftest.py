@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Shared fixtures for the integration tests: run real playbooks, start a real moto server over HTTP.
 
 Helpers for one area live in that area's own conftest or test module; keep this file small.

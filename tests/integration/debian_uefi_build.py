@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One KIWI build of the image_description role's Debian flavour, shared by every test module that needs a real
 attestable UEFI disk (tests/integration/kiwi, tests/integration/verity): a build takes minutes on 2 cores, so the
 session builds it once (the `debian_uefi_build` fixture in conftest.py)."""

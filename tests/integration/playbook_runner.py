@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Run a real ansible-playbook against local hosts with the json callback, and index its results by task name.
 
 Used by the `run_playbook` fixture (tests/integration/conftest.py) and by module-scoped fixtures that cannot

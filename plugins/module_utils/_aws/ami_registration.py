@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """RegisterImage requests for NitroTPM/UEFI AMIs, the tags that carry reference measurements, and the
 comparisons that make image_register idempotent. Plain Python, no Ansible imports.
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Upload a raw disk image to a new EBS snapshot with the EBS direct APIs (what coldsnap does, in Python 3.9).
 
 Plain Python: boto3/botocore clients are passed in, nothing from Ansible is imported.

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Do the IAM principals a key policy will name exist? KMS refuses a policy naming a role or user that does not
 exist (MalformedPolicyDocumentException), and only after the rest of the run; ask IAM first.
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """KMS key policy transformation for attestation: one owned statement per image, merged into a policy
 without touching anything else.
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Decide whether a KMS key policy allows a request, as KMS would for the NitroTPM attestation condition keys.
 
 Plain Python (3.9+), no Ansible imports. Ours because nothing else does it offline: IAM's policy simulator does

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the measured_boot module does, as plain Python (3.9+, no Ansible imports).
 
     check_inputs(params)   validate every input before anything boots (MeasuredBootError names the input)

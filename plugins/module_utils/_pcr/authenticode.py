@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PE32+ images: header parsing (via pefile) and the Authenticode digest that UEFI firmware measures.
 
 Plain Python (3.9+), no Ansible imports. The digest follows the `authenticode` Rust crate that AWS's

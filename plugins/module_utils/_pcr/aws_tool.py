@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Run AWS's `nitro-tpm-pcr-compute` (package aws-nitro-tpm-tools) and read its measurements.
 
 Plain Python (3.9+), no Ansible imports. The tool prints

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """EFI signature databases (the data of the PK, KEK, db and dbx variables): a reader and a writer.
 
 Plain Python (3.9+), no Ansible imports. A database is a sequence of EFI_SIGNATURE_LIST records:

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Reference NitroTPM measurements (PCR4, PCR7, PCR12) of a boot chain, as nitro-tpm-pcr-compute predicts them.
 
 Plain Python (3.9+), no Ansible imports; ``cryptography`` is imported only for Secure Boot.

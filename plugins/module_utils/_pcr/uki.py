@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unified Kernel Images: what a systemd-stub UKI holds and which stub version will boot it.
 
 Plain Python (3.9+), no Ansible imports. A UKI is a PE32+ systemd stub with extra sections: `.linux` (the

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helpers for the authorize tests: KMS keys (with chosen policies) and tagged AMIs in the moto server."""
 import json
 

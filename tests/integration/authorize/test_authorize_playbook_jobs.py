@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The authorize playbook as AWX runs it: a fresh working directory, the manifest passed as a variable
 (attestable_manifest, from the build job's set_stats), the result passed on with set_stats; and a manifest path
 that cannot be written stops the run before any key policy changes."""

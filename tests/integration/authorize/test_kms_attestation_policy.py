@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """attestable.ami.kms_attestation_policy against a real moto server over HTTP, driven by real playbooks.
 
 moto stores key policies verbatim and evaluates none, so what KMS would allow is checked with the

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The kms_authorize role against a real moto server: several keys incl. a multi-Region replica, from a manifest
 and from an AMI id, retire, manifest records, and a bad key that stops the run before any policy changes."""
 import json

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Issue 8 §1 and issue 13 item 10 through the module process, against a real moto server over HTTP (with the
 recording proxy where a request must be seen or an AWS answer moto never gives must be injected).
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """awx/ is configuration as code for AWX: check it against what AWX and the collection accept, without a server.
 
 - every awx.awx task uses only options (and workflow node suboptions) that the installed awx.awx modules document;

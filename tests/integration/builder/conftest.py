@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures for the builder role tests: boto3 clients on the moto server, and the role's settings for it."""
 import os
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The policy reading behind the builder's pre-launch permission check (plugins/module_utils/_aws/builder_preflight.py),
 used where IAM's policy simulator is not available. Plain Python: no AWS."""
 import json

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the builder role checks before it creates anything, against a moto server over HTTP.
 
 The instance type's zones (DescribeInstanceTypeOfferings: moto serves AWS's offerings per zone), the instance

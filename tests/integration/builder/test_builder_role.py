@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The builder role against a real moto server over HTTP: launch, inventory, teardown, injected failures.
 
 moto runs no machines, so nothing answers on its instances' addresses: the tests switch off waiting for the

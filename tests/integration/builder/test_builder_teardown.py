@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Teardown of a builder run against a moto server over HTTP: it removes exactly one run's resources.
 
 The runs' resources are made here with boto3 as the role tags them (attestable:RunId, attestable:Role=builder;

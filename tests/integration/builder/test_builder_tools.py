@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The build host's tool versions and its connection secrets, with existing mode on this machine (localhost).
 
 This machine is a real build host of the kind the role checks: KIWI from PyPI (the test's PATH), Debian's

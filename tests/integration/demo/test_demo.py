@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """`make demo`'s job (scripts/demo.sh) end to end: the README's first command must keep working.
 
 Real parts throughout: KIWI NG builds the Debian flavour of the attestable description into a UEFI disk on this

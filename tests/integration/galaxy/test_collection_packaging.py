@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What users get from Galaxy and from an execution environment build: the collection tarball and the EE context.
 
 Real tools: ansible-galaxy collection build/install and ansible-builder create/introspect. Building the EE image

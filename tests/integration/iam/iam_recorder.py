@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Turn what the recording proxy saw into IAM action names (service:Action), for checking docs/iam/*.json.
 
 The service comes from each request's SigV4 credential scope (".../<region>/<service>/aws4_request"); the action

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """docs/iam/*.json are the IAM policies each stage needs. Run each stage against moto through the recording
 proxy, name every AWS action it called, and fail if the documented policy for that stage does not allow one.
 Actions a policy allows that no run here calls (only reachable on real AWS, e.g. iam:PassRole inside RunInstances,

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures for the describe-and-build tests (helpers live in kiwi_testlib.py)."""
 import pytest
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helpers for the describe-and-build tests: the machine's apt mirror, Debian test descriptions, a playbook runner
 that can serve module-scoped fixtures (the real builds are shared by all tests of a module)."""
 import glob

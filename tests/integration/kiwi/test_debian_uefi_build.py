@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The role's own description, Debian flavour, built by attestable.ami.kiwi_build with the real kiwi-ng into a UEFI
 oem disk on this machine (the vfat helpers of scripts/vfat/ stand in for the missing vfat driver), then checked
 without trusting KIWI's own account: the ESP read with mtools, the UKI's sections with objcopy, the root hash from

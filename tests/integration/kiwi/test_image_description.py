@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The image_description role: every supported switch combination renders a description KIWI accepts (the role
 validates it with kiwi_validate, and the test loads it again with KIWI independently), and broken inputs are
 refused with a message naming the input before anything is written. No builds here: KIWI's loader only."""

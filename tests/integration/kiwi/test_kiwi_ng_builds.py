@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_build end to end with the real kiwi-ng: a quick Debian erofs image (built in the background and followed
 through its log) and an oem BIOS disk with the attestation-relevant root (overlayroot, erofs read-only
 partition, dm-verity over all blocks). Each build runs once per module; every test reads the shared result.

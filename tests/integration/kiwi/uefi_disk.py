@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read what a KIWI UEFI build produced, without mounting anything: the partitions of a GPT disk (sfdisk, blkid),
 files on its EFI system partition (mtools) and the sections of a UKI (objcopy), and files inside an initrd (the
 cpio archives dracut concatenates, each maybe compressed)."""

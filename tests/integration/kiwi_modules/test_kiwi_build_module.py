@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """attestable.ami.kiwi_build through ansible-playbook: the UKI taken from the built disk's ESP when the hook does
 not copy it (uki_source), and kiwi-ng's environment (the `environment` option, SYSTEMD_RELAX_ESP_CHECKS=1 when the
 kernel has no vfat).

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """attestable.ami.kiwi_validate through real ansible-playbook runs with the real KIWI: on its own (without the
 image_description role) it flags shells, weakened dm-verity, unverified repositories and operator access; it
 names missing referenced files; it refuses a description written for a newer KIWI schema, naming both versions;

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Wrap a UKI into a raw GPT disk whose EFI System partition boots it (EFI/BOOT/BOOTX64.EFI).
 
 A stand-in for KIWI's disk output in the kiwi_build module tests (the real KIWI UEFI build is in

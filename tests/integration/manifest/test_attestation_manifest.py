@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """attestable.ami.attestation_manifest through a real ansible-playbook run."""
 import json
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The manifest and pcr_compute's dest through real ansible-playbook runs: a FIFO, a directory or a symbolic link
 is refused at once with a message naming the path (a FIFO used to hang the module), and an existing file keeps
 its mode. Each task carries a timeout so that a module that blocks fails the test instead of hanging it."""

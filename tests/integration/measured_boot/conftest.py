@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures for the measured_boot tests: UKIs built once per session from real parts, Secure Boot keys.
 
 The UKIs come from scripts/build-uki.sh (Debian cloud kernel from apt, busybox-static initrd, systemd stub 252);

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Helpers shared by the measured_boot tests (a uniquely named module: every test folder has a conftest)."""
 import os
 import subprocess

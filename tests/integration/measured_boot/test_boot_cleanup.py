@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """qemu_boot.boot cleans up after an exception raised while the guest runs (real swtpm and qemu, no playbook).
 
 The exception is provoked by making the log parser fail on its third call, i.e. after qemu has started:

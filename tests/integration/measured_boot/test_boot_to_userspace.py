@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """measured_boot until: userspace on real OVMF + swtpm, with UKIs whose busybox /init behaves in known ways.
 
 The UKIs are scripts/build-uki.sh's (Debian cloud kernel, systemd stub 252, cmdline "console=ttyS0 panic=-1

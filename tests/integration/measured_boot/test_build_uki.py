@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """scripts/build-uki.sh: a UKI from real parts, reproducible, and an sbsign-signed variant."""
 import hashlib
 import os

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """measured_boot on real OVMF + swtpm: predictions by pcr_compute equal what the firmware measured.
 
 Four boots in all (about 10-30 s each under TCG): the reproducible UKI from a temporary ESP (through the

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """measured_boot with arch=aarch64: an arm64 UKI from real parts on AAVMF + swtpm (one boot, ~10-40 s).
 
 The engine cannot predict this UKI: Debian's arm64 stub 252 has no .sdmagic, so pcr_compute refuses to guess

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Run every molecule scenario (molecule/<name>/) the way a role developer would: `molecule test -s <name>`.
 
 Molecule's default driver with managed: false runs on this machine (no containers here); the AWS scenarios

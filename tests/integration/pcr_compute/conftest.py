@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures for the pcr_compute module tests: real UKIs, keys and ESLs, and a stand-in nitro-tpm-pcr-compute.
 
 The real nitro-tpm-pcr-compute (aws/NitroTPM-Tools, AL2023 package aws-nitro-tpm-tools) cannot be built or

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """attestable.ami.pcr_compute through ansible-playbook: options, dest idempotence, check mode, engines, bad input.
 
 engine auto/nitro-tpm-pcr-compute use a stand-in executable for AWS's tool (see conftest.py: the real tool

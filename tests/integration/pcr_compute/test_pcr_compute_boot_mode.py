@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """pcr_compute states the boot mode its measurements assume (boot_mode), so that kms_attestation_policy never has to
 infer it from a PCR value: secure_boot exactly when a PK is given; KEK/db without a PK enforce nothing."""
 from test_pcr_compute import playbook

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures for the pipeline tests: a builder over real SSH (ssh_builder.py)."""
 import pytest
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A builder reached over real SSH: sshd on 127.0.0.1 (a free port, generated host and client keys), logged in
 as root, become through sudo, with a Python 3.9 virtualenv holding KIWI as the builder's interpreter.
 

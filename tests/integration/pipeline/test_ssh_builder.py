@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """attestable.ami.build_and_publish against a builder reached over real SSH (ssh_builder.py), up to the build.
 
 Real: sshd on 127.0.0.1, the SSH connection, become through sudo, the copy of the description, kiwi_validate

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Fixtures for the publish tests: a recording, fault-injecting HTTP proxy in front of the moto server,
 boto3 clients for checking what ended up in moto, and sparse raw images.
 

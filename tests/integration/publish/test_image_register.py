@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """image_register against a real moto server over HTTP, through the recording proxy.
 
 moto's RegisterImage keeps only Name and Description (environment.md), so what the module SENDS for TpmSupport,

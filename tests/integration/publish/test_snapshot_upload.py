@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """snapshot_upload against a real moto server over HTTP (through the recording, fault-injecting proxy)."""
 import base64
 import hashlib

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One KIWI-like verity disk per module (erofs + veritysetup format into the same file, GPT, UKI with veritytab)."""
 import hashlib
 import os

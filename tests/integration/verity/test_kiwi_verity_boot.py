@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The real thing: KIWI 11 builds the role's Debian flavour (UEFI oem disk, erofs root under dm-verity, dracut UKI);
 pcr_compute predicts its UKI, verity_verify checks the root partition against the UKI's /etc/veritytab,
 measured_boot boots the disk to userspace with expected = the prediction, and the same disk with one byte of

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The verity tamper proof end to end without KIWI: a disk whose root partition is erofs + dm-verity (made as KIWI
 makes it) boots on OVMF + swtpm from a UKI whose initrd opens it with veritysetup --panic-on-corruption
 (verity_guest.py); intact it reaches userspace on the verified root, with one flipped byte the kernel panics

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """verity_verify on a KIWI-like disk (real mkfs.erofs, veritysetup, sgdisk, loop devices): pass and tamper proofs."""
 import hashlib
 import os

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build what KIWI builds for a verity root, with the same tools: an erofs image, `veritysetup format` writing
 the hash tree into the same file after the filesystem (--hash-offset = the filesystem's size), placed as a GPT
 partition of a raw disk beside an EFI System partition, and a UKI whose (zstd) initrd holds the matching

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A guest that opens a real dm-verity root: build-uki.sh's UKI with an initrd holding busybox, veritysetup (with
 the host's shared libraries: same Debian release), the kernel's dm-verity and erofs modules (from the same
 Debian kernel package as the UKI's kernel, apt-get download, cached under .cache/verity-guest/) and the

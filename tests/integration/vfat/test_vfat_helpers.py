@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """scripts/vfat/: the mount.vfat / umount.ramfs pair that lets KIWI mount an EFI system partition on a kernel
 without vfat. Real FAT images (mkfs.vfat), real ramfs mounts, real mtools; the FAT is read back with mtools and
 checked with fsck.vfat. The helpers are called the way mount(8)/umount(8) call them (and, where they are installed

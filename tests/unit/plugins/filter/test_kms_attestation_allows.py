@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The filter plugin wrapper: same answers as the simulator, and simulator errors as AnsibleFilterError."""
 import pytest
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """manifest.load()/write(): the manifest path must be a regular file; errors name it and are both ManifestError
 and OSError (the modules catch one or the other); an existing manifest keeps its mode."""
 import json

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Unit tests of the EBS block uploader's logic.
 
 The uploader talks to AWS through a botocore client. Here an in-memory EBS stand-in (FakeEbs) takes its

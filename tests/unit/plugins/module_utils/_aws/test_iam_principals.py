@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Looking principals up in IAM before PutKeyPolicy (issue 13 item 10), with IAM's answers given as a function."""
 from ansible_collections.attestable.ami.plugins.module_utils._aws import iam_principals
 

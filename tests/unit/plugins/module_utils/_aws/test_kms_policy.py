@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """KMS key policy transformation: inputs refused, merge/rollover (hypothesis properties), analysis, re-read loop."""
 import copy
 import json

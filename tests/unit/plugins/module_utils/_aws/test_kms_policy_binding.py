@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Issue 8 §1: what a binding refuses, the worst-case weakness check, hand edits in the owned Sid namespace, the
 role's post-check, and a property over generated inputs: whatever the module writes never lets in a request whose
 bound PCRs differ, one without attestation, or the standard-boot PCR7 under a Secure Boot binding."""

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """boot_console: escapes removed, kernel failures told apart, a growing console file read line by line."""
 import pytest
 

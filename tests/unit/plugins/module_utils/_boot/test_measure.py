@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """boot_measurements: input checks (before any boot) and the side-by-side comparison."""
 import pytest
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """ovmf_vars: Secure Boot keys enrolled verbatim into a copy of an edk2 variable store."""
 import os
 import struct

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """swtpm_log: parsing swtpm's level-20 log and replaying PCR extends, on logs written here in swtpm's format."""
 import hashlib
 import struct

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """verity: veritytab parsing, initrd reading (cpio, compressed, concatenated), GPT lookup, input checks."""
 import gzip
 import lzma

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """atomic_file: only regular files are read or replaced; a FIFO never blocks; an existing file keeps its mode."""
 import grp
 import os

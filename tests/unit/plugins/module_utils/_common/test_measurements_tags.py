@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """_common/measurements, the tag half: the canonical form and digest of measurements in AMI tags (the contract
 for whoever writes the digest tag), the cross-check against references, and that tags never carry the boot
 mode."""

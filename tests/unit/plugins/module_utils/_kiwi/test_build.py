@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_build helpers: reading KIWI's results and log, the veritytab, the idempotence marker, target directory
 safety, and the process runner (with real processes; the real kiwi-ng runs in tests/integration/kiwi).
 

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_description: the description digest, and loading with KIWI's own XMLDescription and runtime checks.
 
 The loading tests use the real KIWI package (and jing when installed); they are skipped where KIWI is not

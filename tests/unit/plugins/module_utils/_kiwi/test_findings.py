@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_findings: what kiwi_validate flags on its own (kernel arguments, repositories, operator access), from a
 description summary and directory. No KIWI needed: the summaries are what kiwi_description.summarize returns."""
 import os

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_findings, operator access the rendered-description check used to miss (issue 11): units enabled by config.sh
 lines other than `systemctl enable` (add-wants, reenable, a link into *.wants/), users with a password and a login
 shell, and further access packages (Debian's ssh metapackage, browser shells, remote desktops, config agents)."""

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_references through kiwi_description.load_description with the real KIWI: every script, archive, file,
 this:// repository and signing key the description references must exist, and each missing one is named.
 (KIWI itself notices them only while building.) Skipped where KIWI is not installed or too old for the

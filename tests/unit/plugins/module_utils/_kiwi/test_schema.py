@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """kiwi_schema: a description written for a newer schema than the installed KIWI reads fails up front, naming
 both versions and the KIWI release needed (KIWI upgrades older descriptions, not newer ones).
 

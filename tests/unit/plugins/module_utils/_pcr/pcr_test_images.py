@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Real EFI images, keys and signature lists for the PCR engine's tests (built with the real tools).
 
 - UKIs are assembled with objcopy onto Debian's systemd-stub 252 (systemd-boot-efi); a small real PE32+

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Authenticode digests of real PE32+ images, checked against firmware measurements and osslsigncode."""
 import hashlib
 import os

@@ -1,3 +1,4 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Running nitro-tpm-pcr-compute and reading its output.
 
 The real tool (aws/NitroTPM-Tools, Rust, AL2023 package aws-nitro-tpm-tools) cannot be built or installed on
