@@ -25,6 +25,7 @@ import re
 import stat
 
 from ansible_collections.attestable.ami.plugins.module_utils._kiwi import references as kiwi_references, schema as kiwi_schema
+from ansible_collections.attestable.ami.plugins.module_utils._kiwi.findings import last_argument as _last_value
 from ansible_collections.attestable.ami.plugins.module_utils._common.file_digest import sha256_file
 
 DIGEST_ALGORITHM = "sha256"
@@ -491,13 +492,3 @@ def _absent_settings(summary):
         "no_initrd_shell": (_last_value(cmdline, "rd.shell") or "").lower() in ("0", "no", "off", "false"),
     }
     return [key for key, _text in ATTESTATION_SETTINGS if not present[key]]
-
-
-def _last_value(args, name):
-    """An argument's value as dracut and KIWI's initrd read it: the last occurrence ('' bare, None absent)."""
-    value = None
-    for arg in args:
-        key, sep, val = arg.partition("=")
-        if key == name:
-            value = val if sep else ""
-    return value

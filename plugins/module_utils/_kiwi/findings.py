@@ -100,7 +100,7 @@ def finding(setting, value, reason, severity=UNATTESTABLE):
     return {"setting": setting, "value": value, "reason": reason, "severity": severity}
 
 
-def _last(args, name):
+def last_argument(args, name):
     """The value dracut/KIWI use for an argument (its last occurrence): '' for a bare one, None when absent."""
     value = None
     for arg in args:
@@ -151,9 +151,9 @@ def kernel_arg_findings(args, setting="kernelcmdline", check_shell=True):
                     reason = ("is not an option that keeps the dm-verity guarantee (allowed: %s)"
                               % ", ".join(VERITY_OPTIONS_KEPT + VERITY_OPTIONS_HARMLESS))
                 found.append(finding(setting, arg, "verity option %r %s" % (option, reason)))
-    shell = _last(args, "rd.shell")
+    shell = last_argument(args, "rd.shell")
     if shell is None:
-        shell = _last(args, "rdshell")
+        shell = last_argument(args, "rdshell")
     if check_shell and shell is not None and _enabled(shell):
         value = "rd.shell" + ("=" + shell if shell else "")
         found.append(finding(setting, value, "allows a shell in the initrd when the boot fails"))
@@ -163,7 +163,7 @@ def kernel_arg_findings(args, setting="kernelcmdline", check_shell=True):
 def cmdline_findings(cmdline, description_dir=None):
     """Kernel argument findings of <type kernelcmdline> and of overlay files that add kernel arguments."""
     found = kernel_arg_findings(cmdline.split(), check_shell=False)
-    getty = _last(cmdline.split(), "systemd.getty_auto")
+    getty = last_argument(cmdline.split(), "systemd.getty_auto")
     if getty is None or _enabled(getty):
         found.append(finding("kernelcmdline", getty is None and "(no systemd.getty_auto)" or
                              "systemd.getty_auto=" + getty,
