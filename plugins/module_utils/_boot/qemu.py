@@ -168,6 +168,15 @@ def _tail(path, size=4096):
     return processes.tail_text(path, size, clean=boot_console.clean)
 
 
+def work_parent(tmpdir=None):
+    """Where the boot's private work directory goes: tmpdir (or TMPDIR), unless swtpm's socket under it would not
+    fit in a unix socket address (AWX and pytest job directories are deep); then /tmp."""
+    base = tmpdir or tempfile.gettempdir()
+    if len(os.path.join(base, "attestable-boot-xxxxxxxx", "tpm.sock")) <= _SOCKET_PATH_MAX:
+        return tmpdir
+    return "/tmp"
+
+
 def _start_swtpm(work):
     """Set up a fresh TPM (sha256 + sha384 banks) and start swtpm logging every command; (process, socket, log)."""
     tpm_socket = os.path.join(work, "tpm.sock")
@@ -252,7 +261,7 @@ def boot(disk, firmware_code, firmware_vars, arch="x86_64", timeout=300, banks=(
         raise BootError("until %r is not supported (expected one of %s)" % (until, ", ".join(UNTIL)))
     require_tools(arch)
     expect = re.compile(console_expect or boot_console.DEFAULT_EXPECT, re.MULTILINE) if until == "userspace" else None
-    work = tempfile.mkdtemp(prefix="attestable-boot-", dir=tmpdir)
+    work = tempfile.mkdtemp(prefix="attestable-boot-", dir=work_parent(tmpdir))
     swtpm = qemu = None
     try:
         vars_copy = os.path.join(work, "vars.fd")

@@ -66,3 +66,11 @@ def test_a_swtpm_that_never_listens_is_stopped_with_what_it_started(tmp_path, mo
         time.sleep(0.05)
     assert not running(grandchild), "what swtpm started is killed with it"
     assert os.listdir(work) == []
+
+
+def test_a_deep_tmpdir_moves_the_work_directory_where_the_tpm_socket_fits(tmp_path):
+    deep = str(tmp_path / ("d" * 60) / ("e" * 40))
+    assert qemu_boot.work_parent(deep) == "/tmp"
+    assert len(os.path.join(qemu_boot.work_parent(deep), "attestable-boot-xxxxxxxx", "tpm.sock")) <= 100
+    assert qemu_boot.work_parent("/tmp/short") == "/tmp/short"
+    assert qemu_boot.work_parent(None) in (None, "/tmp")
