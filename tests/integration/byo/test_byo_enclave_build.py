@@ -87,12 +87,11 @@ def enclave_build(tmp_path_factory):
     try:
         started = time.time()
         for attempt in range(2):
-            proc, results = run_pipeline(workdir, {
-                "attestable_description_src": folder, "attestable_artifacts_dir": str(artifacts),
-                "image_build_poll_interval": 10,
-                "image_build_environment": {"ENCLAVE_SB_KEY": str(keys / "db.key"),
-                                            "ENCLAVE_SB_CERT": str(keys / "db.crt")}},
-                env=env, profile=LOCAL_PROFILE)
+            extra = {"attestable_description_src": folder, "attestable_artifacts_dir": str(artifacts),
+                     "image_build_poll_interval": 10,
+                     "image_build_environment": {"ENCLAVE_SB_KEY": str(keys / "db.key"),
+                                                 "ENCLAVE_SB_CERT": str(keys / "db.crt")}}
+            proc, results = run_pipeline(workdir, extra, env=env, profile=LOCAL_PROFILE)
             # Another build on this machine may hold KIWI's shared apt cache lock: wait for it once.
             if proc.returncode != 0 and "Could not get lock" in json.dumps(failures(results)) and attempt == 0:
                 time.sleep(60)
