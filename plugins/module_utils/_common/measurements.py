@@ -49,8 +49,8 @@ REFERENCE_PCRS = ("PCR4", "PCR7", "PCR12")  # what pcr_compute and nitro-tpm-pcr
 PCR_KEY = re.compile(r"^PCR([0-9]|1[0-9]|2[0-3])\Z")
 PCR_NAME = re.compile(r"^(?:PCR)?([0-9]|1[0-9]|2[0-3])\Z", re.IGNORECASE)
 HEX96 = re.compile(r"^[0-9a-f]{96}\Z")  # \Z: "$" would let a trailing newline through
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}\Z")
 EXAMPLE = "{'HashAlgorithm': 'SHA384', 'PCR4': '<96 hex>', 'PCR7': '<96 hex>', 'PCR12': '<96 hex>'}"
 
 # ---- Tag keys ---------------------------------------------------------------------------------------------

@@ -136,3 +136,10 @@ def test_tag_value_reads_the_current_key_first_then_the_legacy_spelling():
     for key in m.TAG_KEYS:
         assert re.match(r"^attestable:[A-Z][A-Za-z0-9<>]*$", key), key
     assert not set(m.LEGACY_TAG_KEYS.values()) & set(m.TAG_KEYS)
+
+
+def test_no_trailing_newline_reaches_a_comparison():
+    # The cross-check inputs are stripped before they are matched and compared; AMI ids are matched whole.
+    assert m._normalize_hex("AB" * 32 + "\n", m._HEX64, "expected_uki_sha256") == "ab" * 32
+    assert m._AMI_ID.match("ami-0123456789abcdef0\n") is None
+    assert m._HEX64.match("ab" * 32 + "\n") is None
